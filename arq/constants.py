@@ -1,0 +1,35 @@
+"""Every Redis key prefix and default of arq 0.26.3's wire format, plus the few keys of our own.
+
+The arq names are the contract shared with the published arq: change none of them. Our own additions use prefixes
+that arq never reads, so a mixed fleet ignores them safely.
+"""
+
+default_queue_name = 'arq:queue'
+job_key_prefix = 'arq:job:'
+in_progress_key_prefix = 'arq:in-progress:'
+result_key_prefix = 'arq:result:'
+retry_key_prefix = 'arq:retry:'
+abort_jobs_ss = 'arq:abort'
+health_check_key_suffix = ':health-check'
+
+# how long a cron job's in-progress key is kept after it ran, to stop a lagging worker enqueueing the same run again
+keep_cronjob_progress = 60
+# the job key lives this long past the job's planned start
+expires_extra_ms = 86_400_000
+# arq re-applies this TTL (seconds) to the retry counter on every start
+retry_counter_ttl_s = 88_400
+# abort requests older than this whose job is neither queued nor running are pruned
+abort_entry_max_age_ms = 60_000
+
+# --- our own keys and channels (arq ignores them) ---
+# PUBLISHed on enqueue so idle workers claim at once instead of waiting out poll_delay
+nudge_channel_prefix = 'arq:nudge:'
+# PUBLISHed when a job finishes so Job.result() wakes without polling
+job_done_channel_prefix = 'arq:done:'
+# how many times a worker process died while holding this job (written by the supervisor)
+job_deaths_key_prefix = 'arq:deaths:'
+# per-supervisor health detail
+supervisor_key_prefix = 'arq:supervisor:'
+
+# lease on the in-progress key while a job runs; refreshed every lease/3 from the worker's event loop
+default_lease_s = 12.0
