@@ -7,7 +7,7 @@ import importlib
 import logging
 import os
 import time
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -44,7 +44,7 @@ def env_timezone() -> tzinfo | None:
 
 
 def ms_to_datetime(unix_ms: int) -> datetime:
-    dt = datetime.fromtimestamp(unix_ms / 1000, tz=timezone.utc)
+    dt = datetime.fromtimestamp(unix_ms / 1000, tz=UTC)
     tz = env_timezone()
     return dt.astimezone(tz) if tz else dt
 

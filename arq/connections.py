@@ -1,0 +1,355 @@
+"""Redis settings, the ArqRedis client (enqueue and queue inspection), and pool creation with retries."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+from urllib.parse import parse_qs, unquote, urlparse
+from uuid import uuid4
+
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import RedisError
+
+from . import scripts
+from .constants import (
+    abort_jobs_ss,
+    default_queue_name,
+    expires_extra_ms,
+    job_key_prefix,
+    nudge_channel_prefix,
+    result_key_prefix,
+)
+from .jobs import Deserializer, Job, JobDef, JobResult, Serializer, deserialize_job, deserialize_result, serialize_job
+from .utils import timestamp_ms, to_ms, to_unix_ms
+
+logger = logging.getLogger('arq.connections')
+
+# results are fetched in chunks of this many keys, so neither SCAN nor MGET blocks Redis for long
+_SCAN_COUNT = 1000
+
+
+@dataclass
+class RedisSettings:
+    """
+    No-Op class used to hold redis connection redis_settings.
+
+    Used by :func:`arq.connections.create_pool` and :class:`arq.worker.Worker`.
+    """
+
+    host: str | list[tuple[str, int]] = 'localhost'
+    port: int = 6379
+    unix_socket_path: str | None = None
+    database: int = 0
+    username: str | None = None
+    password: str | None = None
+    ssl: bool = False
+    ssl_keyfile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_cert_reqs: str = 'required'
+    ssl_ca_certs: str | None = None
+    ssl_ca_data: str | None = None
+    ssl_check_hostname: bool = False
+    conn_timeout: float = 1
+    conn_retries: float = 5
+    conn_retry_delay: float = 1
+    max_connections: int | None = None
+
+    sentinel: bool = False
+    sentinel_master: str = 'mymaster'
+
+    retry_on_timeout: bool = False
+    retry_on_error: list[type[Exception]] | None = None
+    retry: Retry | None = None
+
+    @classmethod
+    def from_dsn(cls, dsn: str) -> RedisSettings:
+        """Settings from a `redis://`, `rediss://` or `unix://` URL; the database from the path or `?db=`."""
+        conf = urlparse(dsn)
+        if conf.scheme not in {'redis', 'rediss', 'unix'}:
+            raise RuntimeError(f'invalid DSN scheme {conf.scheme!r}: expected redis://, rediss:// or unix://')
+        query_db = parse_qs(conf.query).get('db')
+        if query_db:
+            database = int(query_db[0])
+        elif conf.scheme == 'unix' or not conf.path.strip('/'):
+            database = 0
+        else:
+            database = int(conf.path.lstrip('/'))
+        return cls(
+            host=conf.hostname or 'localhost',
+            port=conf.port or 6379,
+            ssl=conf.scheme == 'rediss',
+            username=unquote(conf.username) if conf.username else None,
+            password=unquote(conf.password) if conf.password else None,
+            database=database,
+            unix_socket_path=conf.path if conf.scheme == 'unix' else None,
+        )
+
+    def __repr__(self) -> str:
+        fields = ', '.join(f'{k}={"***" if k == "password" and v else v!r}' for k, v in self.__dict__.items())
+        return f'RedisSettings({fields})'
+
+    def describe(self) -> str:
+        """Where this points, for log lines (never the password)."""
+        if self.unix_socket_path:
+            return f'unix:{self.unix_socket_path} db={self.database}'
+        if self.sentinel:
+            return f'sentinel {self.host} master={self.sentinel_master} db={self.database}'
+        return f'{self.host}:{self.port} db={self.database}'
+
+
+class ArqRedis(Redis):
+    """
+    Thin subclass of ``redis.asyncio.Redis`` which adds :func:`arq.connections.ArqRedis.enqueue_job`.
+
+    :param pool_or_conn: a redis connection pool
+    :param job_serializer: a function that serializes Python objects to bytes, defaults to pickle.dumps
+    :param job_deserializer: a function that deserializes bytes into Python objects, defaults to pickle.loads
+    :param default_queue_name: the default queue name to use, defaults to ``arq.queue``
+    :param expires_extra_ms: the default length of time from when a job is expected to start
+     after which the job expires, defaults to 1 day in ms.
+    :param kwargs: keyword arguments directly passed to ``redis.asyncio.Redis``.
+    """
+
+    def __init__(
+        self,
+        pool_or_conn: ConnectionPool | None = None,
+        job_serializer: Serializer | None = None,
+        job_deserializer: Deserializer | None = None,
+        default_queue_name: str = default_queue_name,
+        expires_extra_ms: int = expires_extra_ms,
+        **kwargs: Any,
+    ) -> None:
+        self.job_serializer = job_serializer
+        self.job_deserializer = job_deserializer
+        self.default_queue_name = default_queue_name
+        self.expires_extra_ms = expires_extra_ms
+        if pool_or_conn:
+            kwargs['connection_pool'] = pool_or_conn
+        super().__init__(**kwargs)
+        self._enqueue_script = self.register_script(scripts.ENQUEUE)
+        self._abort_script = self.register_script(scripts.REQUEST_ABORT)
+
+    async def enqueue_job(
+        self,
+        function: str,
+        *args: Any,
+        _job_id: str | None = None,
+        _queue_name: str | None = None,
+        _defer_until: datetime | None = None,
+        _defer_by: None | int | float | timedelta = None,
+        _expires: None | int | float | timedelta = None,
+        _job_try: int | None = None,
+        **kwargs: Any,
+    ) -> Job | None:
+        """
+        Enqueue a job.
+
+        :param function: Name of the function to call
+        :param args: args to pass to the function
+        :param _job_id: ID of the job, can be used to enforce job uniqueness
+        :param _queue_name: queue of the job, can be used to create job in different queue
+        :param _defer_until: datetime at which to run the job
+        :param _defer_by: duration to wait before running the job
+        :param _expires: do not start or retry a job after this duration;
+            defaults to 24 hours plus deferring time, if any
+        :param _job_try: useful when re-enqueueing jobs within a job
+        :param kwargs: any keyword arguments to pass to the function
+        :return: :class:`arq.jobs.Job` instance or ``None`` if a job with this ID already exists
+        """
+        if _queue_name is None:
+            _queue_name = self.default_queue_name
+        job_id = _job_id or uuid4().hex
+        if _defer_until and _defer_by:
+            raise RuntimeError("use either 'defer_until' or 'defer_by' or neither, not both")
+        if _defer_until is not None and not isinstance(_defer_until, datetime):
+            raise TypeError(f'_defer_until must be a datetime, not {type(_defer_until).__name__!r}')
+        defer_by_ms = to_ms(_defer_by, '_defer_by')
+        expires_ms = to_ms(_expires, '_expires')
+        if expires_ms is not None and expires_ms <= 0:
+            raise ValueError(f'_expires must be positive, got {_expires!r}')
+
+        enqueue_time_ms = timestamp_ms()
+        if _defer_until is not None:
+            score = to_unix_ms(_defer_until)
+        elif defer_by_ms:
+            score = enqueue_time_ms + defer_by_ms
+        else:
+            score = enqueue_time_ms
+        # arq computed this from the score alone, so a start far in the past made a negative TTL (#447)
+        expires_ms = expires_ms or max(score - enqueue_time_ms, 0) + self.expires_extra_ms
+
+        payload = serialize_job(function, args, kwargs, _job_try, enqueue_time_ms, serializer=self.job_serializer)
+        enqueued = await self._enqueue_script(
+            keys=[job_key_prefix + job_id, result_key_prefix + job_id, _queue_name],
+            args=[expires_ms, payload, score, job_id, nudge_channel_prefix + _queue_name],
+        )
+        if not enqueued:
+            return None
+        return Job(job_id, redis=self, _queue_name=_queue_name, _deserializer=self.job_deserializer)
+
+    async def request_abort(self, job_id: str, queue_name: str) -> None:
+        """Record an abort request for `job_id` (what `Job.abort` does before waiting)."""
+        await self._abort_script(keys=[queue_name, abort_jobs_ss], args=[job_id, timestamp_ms()])
+
+    async def _get_job_result(self, key: bytes | str) -> JobResult:
+        key_s = key.decode() if isinstance(key, bytes) else key
+        job_id = key_s[len(result_key_prefix) :]
+        job = Job(job_id, self, _deserializer=self.job_deserializer)
+        r = await job.result_info()
+        if r is None:
+            raise KeyError(f'job "{key_s}" not found')
+        r.job_id = job_id
+        return r
+
+    async def all_job_results(self) -> list[JobResult]:
+        """All results of jobs in Redis (every queue), oldest enqueue first. Uses SCAN, never KEYS."""
+        results: list[JobResult] = []
+        batch: list[bytes] = []
+        async for key in self.scan_iter(match=result_key_prefix + '*', count=_SCAN_COUNT):
+            batch.append(key)
+            if len(batch) >= _SCAN_COUNT:
+                results.extend(await self._results_for(batch))
+                batch = []
+        if batch:
+            results.extend(await self._results_for(batch))
+        return sorted(results, key=lambda r: r.enqueue_time)
+
+    async def _results_for(self, keys: list[bytes]) -> list[JobResult]:
+        results = []
+        for key, value in zip(keys, await self.mget(keys), strict=True):
+            if value is None:  # expired between SCAN and MGET
+                continue
+            r = deserialize_result(value, deserializer=self.job_deserializer)
+            r.job_id = key.decode()[len(result_key_prefix) :]
+            results.append(r)
+        return results
+
+    async def queued_jobs(self, *, queue_name: str | None = None) -> list[JobDef]:
+        """Jobs in the queue (deferred, due and running). A job that vanished meanwhile is skipped, not an error."""
+        if queue_name is None:
+            queue_name = self.default_queue_name
+        jobs = await self.zrange(queue_name, 0, -1, withscores=True)
+        if not jobs:
+            return []
+        ids = [job_id.decode() if isinstance(job_id, bytes) else job_id for job_id, _ in jobs]
+        payloads = await self.mget([job_key_prefix + job_id for job_id in ids])
+        out = []
+        for job_id, (_, score), payload in zip(ids, jobs, payloads, strict=True):
+            if payload is None:
+                continue
+            jd = deserialize_job(payload, deserializer=self.job_deserializer)
+            jd.score = int(score)
+            jd.job_id = job_id
+            out.append(jd)
+        return out
+
+    async def close(self, close_connection_pool: bool | None = None) -> None:
+        """Close the client; kept for arq's API (redis-py deprecates `close` in favour of `aclose`)."""
+        await self.aclose(close_connection_pool=close_connection_pool)
+
+
+def _pool_factory(settings: RedisSettings) -> Callable[..., ArqRedis]:
+    common: dict[str, Any] = {
+        'ssl': settings.ssl,
+        'retry': settings.retry,
+        'max_connections': settings.max_connections,
+    }
+    if settings.retry_on_error:
+        common['retry_on_error'] = list(settings.retry_on_error)
+    if settings.retry_on_timeout:
+        # redis-py deprecates retry_on_timeout: the same thing is a TimeoutError in retry_on_error
+        common.setdefault('retry_on_error', []).append(TimeoutError)
+    if settings.ssl:
+        common.update(
+            ssl_keyfile=settings.ssl_keyfile,
+            ssl_certfile=settings.ssl_certfile,
+            ssl_cert_reqs=settings.ssl_cert_reqs,
+            ssl_ca_certs=settings.ssl_ca_certs,
+            ssl_ca_data=settings.ssl_ca_data,
+            ssl_check_hostname=settings.ssl_check_hostname,
+        )
+    if settings.sentinel:
+        if isinstance(settings.host, str):
+            raise RuntimeError("str provided for 'host' but 'sentinel' is true; list of sentinels expected")
+
+        def sentinel_factory(**kwargs: Any) -> ArqRedis:
+            client = Sentinel(settings.host, socket_connect_timeout=settings.conn_timeout, **common, **kwargs)
+            return cast(ArqRedis, client.master_for(settings.sentinel_master, redis_class=ArqRedis))
+
+        return sentinel_factory
+
+    def direct_factory(**kwargs: Any) -> ArqRedis:
+        return ArqRedis(
+            host=settings.host,
+            port=settings.port,
+            unix_socket_path=settings.unix_socket_path,
+            socket_connect_timeout=settings.conn_timeout,
+            **common,
+            **kwargs,
+        )
+
+    return direct_factory
+
+
+async def create_pool(
+    settings_: RedisSettings | None = None,
+    *,
+    retry: int = 0,
+    job_serializer: Serializer | None = None,
+    job_deserializer: Deserializer | None = None,
+    default_queue_name: str = default_queue_name,
+    expires_extra_ms: int = expires_extra_ms,
+) -> ArqRedis:
+    """
+    Create a new redis pool, retrying up to ``conn_retries`` times if the connection fails.
+
+    Returns a :class:`arq.connections.ArqRedis` instance, thus allowing job enqueuing.
+    """
+    settings: RedisSettings = RedisSettings() if settings_ is None else settings_
+    factory = _pool_factory(settings)
+    while True:
+        pool = factory(db=settings.database, username=settings.username, password=settings.password, encoding='utf8')
+        pool.job_serializer = job_serializer
+        pool.job_deserializer = job_deserializer
+        pool.default_queue_name = default_queue_name
+        pool.expires_extra_ms = expires_extra_ms
+        try:
+            await pool.ping()
+        except (TimeoutError, ConnectionError, OSError, RedisError) as e:
+            await pool.aclose()
+            if retry >= settings.conn_retries:
+                raise
+            logger.warning(
+                'redis connection error %s %s %s, %s retries remaining...',
+                settings.describe(),
+                e.__class__.__name__,
+                e,
+                settings.conn_retries - retry,
+            )
+            await asyncio.sleep(settings.conn_retry_delay)
+            retry += 1
+        else:
+            if retry > 0:
+                logger.info('redis connection successful')
+            return pool
+
+
+async def log_redis_info(redis: Redis, log_func: Callable[[str], Any]) -> None:
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.info(section='Server')
+        pipe.info(section='Memory')
+        pipe.info(section='Clients')
+        pipe.dbsize()
+        info_server, info_memory, info_clients, key_count = await pipe.execute()
+    log_func(
+        f'redis_version={info_server.get("redis_version", "?")} '
+        f'mem_usage={info_memory.get("used_memory_human", "?")} '
+        f'clients_connected={info_clients.get("connected_clients", "?")} '
+        f'db_keys={key_count}'
+    )

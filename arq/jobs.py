@@ -1,0 +1,339 @@
+"""The client's view of one job: its status, info and result, and the (de)serialisation of payloads.
+
+Payload shapes are arq 0.26.3's: a job is the dict ``t f a k et``, a result adds ``s r st ft q id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pickle
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from redis.asyncio.client import PubSub
+
+from .constants import (
+    default_queue_name,
+    in_progress_key_prefix,
+    job_done_channel_prefix,
+    job_key_prefix,
+    result_key_prefix,
+)
+from .utils import ms_to_datetime, timestamp_ms
+
+if TYPE_CHECKING:
+    from .connections import ArqRedis
+
+logger = logging.getLogger('arq.jobs')
+
+Serializer = Callable[[dict[str, Any]], bytes]
+Deserializer = Callable[[bytes], dict[str, Any]]
+
+
+class ResultNotFound(RuntimeError):
+    pass
+
+
+class SerializationError(RuntimeError):
+    pass
+
+
+class DeserializationError(SerializationError):
+    pass
+
+
+class JobStatus(str, Enum):  # noqa: UP042 - StrEnum would change str(), which arq users may rely on
+    """The status of a job, as seen from Redis."""
+
+    #: job is in the queue, time it should be run not yet reached
+    deferred = 'deferred'
+    #: job is in the queue, time it should run has been reached
+    queued = 'queued'
+    #: job is in progress
+    in_progress = 'in_progress'
+    #: job is complete, result is available
+    complete = 'complete'
+    #: job not found in any way
+    not_found = 'not_found'
+
+
+@dataclass
+class JobDef:
+    function: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    job_try: int
+    enqueue_time: datetime
+    score: int | None
+    job_id: str | None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.score, float):
+            self.score = int(self.score)
+
+
+@dataclass
+class JobResult(JobDef):
+    success: bool
+    result: Any
+    start_time: datetime
+    finish_time: datetime
+    queue_name: str
+
+
+class Job:
+    """A handle on a job in Redis: query its status, info and result, or ask for it to be aborted."""
+
+    __slots__ = 'job_id', '_redis', '_queue_name', '_deserializer'
+
+    def __init__(
+        self,
+        job_id: str,
+        redis: ArqRedis,
+        _queue_name: str = default_queue_name,
+        _deserializer: Deserializer | None = None,
+    ):
+        self.job_id = job_id
+        self._redis = redis
+        self._queue_name = _queue_name
+        self._deserializer = _deserializer
+
+    async def result(
+        self, timeout: float | None = None, *, poll_delay: float = 0.5, pole_delay: float | None = None
+    ) -> Any:
+        """
+        Wait for the job to finish and return its result; re-raise the exception if it failed.
+
+        Unlike arq, the wait wakes as soon as the worker publishes that the job finished; `poll_delay` is only the
+        fallback for workers that do not publish (the published arq).
+
+        :param timeout: maximum seconds to wait, raising `asyncio.TimeoutError` past it
+        :param poll_delay: how often to poll Redis when no notification arrives
+        """
+        if pole_delay is not None:
+            poll_delay = pole_delay
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+            await pubsub.subscribe(job_done_channel_prefix + self.job_id)
+            while True:
+                async with self._redis.pipeline(transaction=True) as tr:
+                    tr.get(result_key_prefix + self.job_id)
+                    tr.zscore(self._queue_name, self.job_id)
+                    v, s = await tr.execute()
+                if v:
+                    return _unpack_result(deserialize_result(v, deserializer=self._deserializer))
+                if s is None:
+                    raise ResultNotFound(
+                        'Not waiting for job result because the job is not in queue. '
+                        'Is the worker function configured to keep result?'
+                    )
+                await _wait_for_message(pubsub, poll_delay, deadline)
+
+    async def info(self) -> JobDef | None:
+        """All information on a job, including its result if it's available; does not wait for the result."""
+        async with self._redis.pipeline(transaction=True) as tr:
+            tr.get(result_key_prefix + self.job_id)
+            tr.get(job_key_prefix + self.job_id)
+            tr.zscore(self._queue_name, self.job_id)
+            result_v, job_v, score = await tr.execute()
+        info: JobDef | None = None
+        if result_v:
+            info = deserialize_result(result_v, deserializer=self._deserializer)
+        elif job_v:
+            info = deserialize_job(job_v, deserializer=self._deserializer)
+        if info:
+            info.score = None if score is None else int(score)
+        return info
+
+    async def result_info(self) -> JobResult | None:
+        """Information about the job's result if it's available; does not wait for it."""
+        v = await self._redis.get(result_key_prefix + self.job_id)
+        if v:
+            return deserialize_result(v, deserializer=self._deserializer)
+        return None
+
+    async def status(self) -> JobStatus:
+        """Status of the job."""
+        async with self._redis.pipeline(transaction=True) as tr:
+            tr.exists(result_key_prefix + self.job_id)
+            tr.exists(in_progress_key_prefix + self.job_id)
+            tr.zscore(self._queue_name, self.job_id)
+            is_complete, is_in_progress, score = await tr.execute()
+        if is_complete:
+            return JobStatus.complete
+        if is_in_progress:
+            return JobStatus.in_progress
+        if score:
+            return JobStatus.deferred if score > timestamp_ms() else JobStatus.queued
+        return JobStatus.not_found
+
+    async def abort(self, *, timeout: float | None = None, poll_delay: float = 0.5) -> bool:
+        """
+        Abort the job (the worker needs `allow_abort_jobs=True`).
+
+        :param timeout: maximum seconds to wait for the job's result after asking for the abort
+        :param poll_delay: how often to poll Redis for the job's result
+        :return: True if the job was aborted, False otherwise
+        """
+        await self._redis.request_abort(self.job_id, self._queue_name)
+        try:
+            await self.result(timeout=timeout, poll_delay=poll_delay)
+        except asyncio.CancelledError:
+            return True
+        except ResultNotFound:
+            return False
+        return False
+
+    def __repr__(self) -> str:
+        return f'<arq job {self.job_id}>'
+
+
+def _unpack_result(info: JobResult) -> Any:
+    if info.success:
+        return info.result
+    if isinstance(info.result, Exception | asyncio.CancelledError):
+        raise info.result
+    raise SerializationError(info.result)
+
+
+async def _wait_for_message(pubsub: PubSub, poll_delay: float, deadline: float | None) -> None:
+    """Wait for a job-done notification, at most `poll_delay`, raising TimeoutError past `deadline`."""
+    loop = asyncio.get_running_loop()
+    wait_s = poll_delay
+    if deadline is not None:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise TimeoutError()
+        wait_s = min(wait_s, remaining)
+    await pubsub.get_message(timeout=max(wait_s, 0.0))
+
+
+def serialize_job(
+    function_name: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    job_try: int | None,
+    enqueue_time_ms: int,
+    *,
+    serializer: Serializer | None = None,
+) -> bytes:
+    data = {'t': job_try, 'f': function_name, 'a': args, 'k': kwargs, 'et': enqueue_time_ms}
+    if serializer is None:
+        serializer = pickle.dumps
+    try:
+        return serializer(data)
+    except Exception as e:
+        raise SerializationError(f'unable to serialize job "{function_name}"') from e
+
+
+def serialize_result(
+    function: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    job_try: int,
+    enqueue_time_ms: int,
+    success: bool,
+    result: Any,
+    start_ms: int,
+    finished_ms: int,
+    ref: str,
+    queue_name: str,
+    job_id: str,
+    *,
+    serializer: Serializer | None = None,
+) -> bytes | None:
+    """The result payload; when the result itself cannot be serialized, a failure saying so instead."""
+    data = {
+        't': job_try,
+        'f': function,
+        'a': args,
+        'k': kwargs,
+        'et': enqueue_time_ms,
+        's': success,
+        'r': result,
+        'st': start_ms,
+        'ft': finished_ms,
+        'q': queue_name,
+        'id': job_id,
+    }
+    if serializer is None:
+        serializer = pickle.dumps
+    try:
+        return serializer(data)
+    except Exception:
+        logger.warning('error serializing result of %s', ref, exc_info=True)
+    # a plain string can always be stored, so the caller still learns that the job ran
+    data.update(r='unable to serialize result', s=False)
+    try:
+        return serializer(data)
+    except Exception:
+        logger.critical('error serializing result of %s even after replacing result', ref, exc_info=True)
+    return None
+
+
+def _load(r: bytes, deserializer: Deserializer | None, what: str) -> dict[str, Any]:
+    if deserializer is None:
+        deserializer = pickle.loads
+    try:
+        d = deserializer(r)
+    except Exception as e:
+        raise DeserializationError(f'unable to deserialize {what}: {type(e).__name__}: {e}') from e
+    if not isinstance(d, dict):
+        raise DeserializationError(f'unable to deserialize {what}: expected a dict, got {type(d).__name__}')
+    return d
+
+
+def deserialize_job_raw(
+    r: bytes, *, deserializer: Deserializer | None = None
+) -> tuple[str, tuple[Any, ...], dict[str, Any], int | None, int]:
+    """(function, args, kwargs, job_try, enqueue_time_ms) of a job payload; SerializationError if it is malformed."""
+    d = _load(r, deserializer, 'job')
+    try:
+        function, args, kwargs, job_try, enqueue_time_ms = d['f'], d['a'], d['k'], d['t'], d['et']
+    except KeyError as e:
+        raise DeserializationError(f'unable to deserialize job: missing field {e}') from e
+    if not isinstance(function, str):
+        raise DeserializationError(f'unable to deserialize job: function name is {type(function).__name__}')
+    if not isinstance(args, tuple | list) or not isinstance(kwargs, dict):
+        raise DeserializationError('unable to deserialize job: args must be a sequence and kwargs a dict')
+    if not isinstance(enqueue_time_ms, int | float) or (job_try is not None and not isinstance(job_try, int)):
+        raise DeserializationError('unable to deserialize job: malformed enqueue time or job try')
+    return function, tuple(args), kwargs, job_try, int(enqueue_time_ms)
+
+
+def deserialize_job(r: bytes, *, deserializer: Deserializer | None = None) -> JobDef:
+    function, args, kwargs, job_try, enqueue_time_ms = deserialize_job_raw(r, deserializer=deserializer)
+    return JobDef(
+        function=function,
+        args=args,
+        kwargs=kwargs,
+        job_try=job_try,  # type: ignore[arg-type]
+        enqueue_time=ms_to_datetime(enqueue_time_ms),
+        score=None,
+        job_id=None,
+    )
+
+
+def deserialize_result(r: bytes, *, deserializer: Deserializer | None = None) -> JobResult:
+    d = _load(r, deserializer, 'job result')
+    try:
+        return JobResult(
+            job_try=d['t'],
+            function=d['f'],
+            args=d['a'],
+            kwargs=d['k'],
+            enqueue_time=ms_to_datetime(d['et']),
+            score=None,
+            success=d['s'],
+            result=d['r'],
+            start_time=ms_to_datetime(d['st']),
+            finish_time=ms_to_datetime(d['ft']),
+            queue_name=d.get('q', '<unknown>'),
+            job_id=d.get('id', '<unknown>'),
+        )
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
+        raise DeserializationError(f'unable to deserialize job result: {type(e).__name__}: {e}') from e

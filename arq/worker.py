@@ -1,0 +1,781 @@
+"""The arq Worker: claim due jobs, run them, settle their outcome; plus func(), settings loading and health checks.
+
+Compatible with arq 0.26.3 on the wire and in its API. Inside it differs: jobs are claimed in batches by one Lua
+script, settled in batches by another, the in-progress key is a lease refreshed while the job runs, idle workers
+wake on a nudge published by enqueue_job, and a Redis error in the loop means back off and carry on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, tzinfo
+from typing import Any, cast
+
+from redis.exceptions import RedisError
+
+from . import scripts
+from ._execution import Claim, JobExecution, JobExecutionFailed, Retry, RetryJob, Settlement
+from .connections import ArqRedis, RedisSettings, create_pool, log_redis_info
+from .constants import (
+    abort_entry_max_age_ms,
+    abort_jobs_ss,
+    default_lease_s,
+    default_queue_name,
+    expires_extra_ms,
+    health_check_key_suffix,
+    in_progress_key_prefix,
+    job_done_channel_prefix,
+    job_key_prefix,
+    nudge_channel_prefix,
+    result_key_prefix,
+    retry_counter_ttl_s,
+    retry_key_prefix,
+)
+from .cron import CronJob, local_timezone
+from .jobs import Deserializer, JobResult, Serializer
+from .typing import SecondsTimedelta, StartupShutdown, WorkerCoroutine
+from .utils import import_string, timestamp_ms, to_seconds, to_unix_ms
+
+__all__ = [
+    'Function',
+    'func',
+    'Retry',
+    'RetryJob',
+    'JobExecutionFailed',
+    'FailedJobs',
+    'Worker',
+    'get_kwargs',
+    'create_worker',
+    'run_worker',
+    'check_health',
+    'async_check_health',
+]
+
+logger = logging.getLogger('arq.worker')
+
+# Redis errors that mean "back off and try again", never "die"
+_TRANSIENT = (RedisError, OSError, asyncio.TimeoutError)
+_BACKOFF_START_S, _BACKOFF_MAX_S = 0.1, 5.0
+
+
+@dataclass
+class Function:
+    name: str
+    coroutine: WorkerCoroutine
+    timeout_s: float | None
+    keep_result_s: float | None
+    keep_result_forever: bool | None
+    max_tries: int | None
+
+
+def func(
+    coroutine: str | Function | WorkerCoroutine,
+    *,
+    name: str | None = None,
+    keep_result: SecondsTimedelta | None = None,
+    timeout: SecondsTimedelta | None = None,
+    keep_result_forever: bool | None = None,
+    max_tries: int | None = None,
+) -> Function:
+    """
+    Wrapper for a job function which lets you configure more settings.
+
+    :param coroutine: coroutine function to call, can be a string to import
+    :param name: name for function, if None, ``coroutine.__qualname__`` is used
+    :param keep_result: duration to keep the result for, if 0 the result is not kept
+    :param keep_result_forever: whether to keep results forever, if None use Worker default, wins over ``keep_result``
+    :param timeout: maximum time the job should take
+    :param max_tries: maximum number of tries allowed for the function, use 1 to prevent retrying
+    """
+    if isinstance(coroutine, Function):
+        coroutine_: Any = coroutine.coroutine
+    elif isinstance(coroutine, str):
+        name = name or coroutine
+        coroutine_ = import_string(coroutine)
+    else:
+        coroutine_ = coroutine
+    if not inspect.iscoroutinefunction(coroutine_):
+        raise TypeError(f'{coroutine_!r} is not a coroutine function: job functions must be defined with async def')
+    if max_tries is not None and max_tries < 1:
+        raise ValueError(f'max_tries must be at least 1, got {max_tries}')
+    return Function(
+        name=name or coroutine_.__qualname__,
+        coroutine=coroutine_,
+        timeout_s=_positive_seconds(timeout, 'timeout'),
+        keep_result_s=to_seconds(keep_result, 'keep_result'),
+        keep_result_forever=keep_result_forever,
+        max_tries=max_tries,
+    )
+
+
+def _positive_seconds(value: SecondsTimedelta | None, name: str) -> float | None:
+    seconds = to_seconds(value, name)
+    if seconds is not None and seconds <= 0:
+        raise ValueError(f'{name} must be positive, got {value!r}')
+    return seconds
+
+
+class FailedJobs(RuntimeError):
+    def __init__(self, count: int, job_results: list[JobResult]):
+        self.count = count
+        self.job_results = job_results
+
+    def __str__(self) -> str:
+        if self.count == 1 and self.job_results:
+            return f'1 job failed {self.job_results[0].result!r}'
+        return f'{self.count} jobs failed:\n' + '\n'.join(repr(r.result) for r in self.job_results)
+
+    def __repr__(self) -> str:
+        return f'<{self}>'
+
+
+FailedJobs.__module__ = 'arq.worker'
+
+
+class Worker(JobExecution):
+    """
+    Main class for running jobs.
+
+    Takes every parameter of arq 0.26.3's Worker, with the same meaning, plus:
+
+    :param lease_s: TTL of the in-progress key while a job runs, refreshed every third of it; a crashed worker's job
+      is claimable again after at most this long (arq: the longest job timeout + 10 s)
+    :param write_health_key: write (and on close, delete) the ``<queue>:health-check`` key; a supervisor that
+      aggregates health for several processes turns this off
+    """
+
+    def __init__(
+        self,
+        functions: Sequence[Function | WorkerCoroutine] = (),
+        *,
+        queue_name: str | None = default_queue_name,
+        cron_jobs: Sequence[CronJob] | None = None,
+        redis_settings: RedisSettings | None = None,
+        redis_pool: ArqRedis | None = None,
+        burst: bool = False,
+        on_startup: StartupShutdown | None = None,
+        on_shutdown: StartupShutdown | None = None,
+        on_job_start: StartupShutdown | None = None,
+        on_job_end: StartupShutdown | None = None,
+        after_job_end: StartupShutdown | None = None,
+        handle_signals: bool = True,
+        job_completion_wait: int = 0,
+        max_jobs: int = 10,
+        job_timeout: SecondsTimedelta = 300,
+        keep_result: SecondsTimedelta = 3600,
+        keep_result_forever: bool = False,
+        poll_delay: SecondsTimedelta = 0.5,
+        queue_read_limit: int | None = None,
+        max_tries: int = 5,
+        health_check_interval: SecondsTimedelta = 3600,
+        health_check_key: str | None = None,
+        ctx: dict[Any, Any] | None = None,
+        retry_jobs: bool = True,
+        allow_abort_jobs: bool = False,
+        max_burst_jobs: int = -1,
+        job_serializer: Serializer | None = None,
+        job_deserializer: Deserializer | None = None,
+        expires_extra_ms: int = expires_extra_ms,
+        timezone: tzinfo | None = None,
+        log_results: bool = True,
+        lease_s: float = default_lease_s,
+        write_health_key: bool = True,
+    ):
+        self.functions: dict[str, Function | CronJob] = {f.name: f for f in map(func, functions)}
+        if queue_name is None:
+            if redis_pool is None:
+                raise ValueError('If queue_name is absent, redis_pool must be present.')
+            queue_name = redis_pool.default_queue_name
+        self.queue_name = queue_name
+        self.cron_jobs: list[CronJob] = list(cron_jobs or [])
+        for cron_job in self.cron_jobs:
+            if not isinstance(cron_job, CronJob):
+                raise TypeError(f'cron_jobs must be made with arq.cron.cron(), got {cron_job!r}')
+            self.functions[cron_job.name] = cron_job
+        if not self.functions:
+            raise RuntimeError('at least one function or cron_job must be registered')
+        if max_jobs < 1:
+            raise ValueError(f'max_jobs must be at least 1, got {max_jobs}')
+        self.burst = burst
+        self.on_startup = on_startup
+        self.on_shutdown = on_shutdown
+        self.on_job_start = on_job_start
+        self.on_job_end = on_job_end
+        self.after_job_end = after_job_end
+        self.max_jobs = max_jobs
+        self.job_timeout_s = _positive_seconds(job_timeout, 'job_timeout')
+        self.keep_result_s = cast(float, to_seconds(keep_result, 'keep_result'))
+        self.keep_result_forever = keep_result_forever
+        self.poll_delay_s = cast(float, to_seconds(poll_delay, 'poll_delay'))
+        self.queue_read_limit = queue_read_limit or max(max_jobs * 5, 100)
+        self.max_tries = max_tries
+        self.health_check_interval = cast(float, to_seconds(health_check_interval, 'health_check_interval'))
+        self.health_check_key = health_check_key or self.queue_name + health_check_key_suffix
+        self.write_health_key = write_health_key
+        self.retry_jobs = retry_jobs
+        self.allow_abort_jobs = allow_abort_jobs
+        self.max_burst_jobs = max_burst_jobs
+        self.job_serializer = job_serializer
+        self.job_deserializer = job_deserializer
+        self.expires_extra_ms = expires_extra_ms
+        self.timezone = timezone if timezone is not None else local_timezone()
+        self.log_results = log_results
+        self.handle_signals = handle_signals
+        self.job_completion_wait = job_completion_wait
+        if lease_s < 1:
+            raise ValueError(f'lease_s must be at least 1 second, got {lease_s}')
+        self.lease_ms = int(lease_s * 1000)
+
+        self.redis_settings = redis_settings or RedisSettings()
+        self._pool: ArqRedis | None = redis_pool
+        if self._pool is not None:
+            self._pool.job_serializer, self._pool.job_deserializer = job_serializer, job_deserializer
+            self._pool.expires_extra_ms = expires_extra_ms
+        self.ctx = ctx or {}
+
+        self.jobs_complete = 0
+        self.jobs_retried = 0
+        self.jobs_failed = 0
+        self.jobs_started = 0
+        self.job_tasks: dict[str, asyncio.Task[Any]] = {}  # job id -> the task running the job function
+        self.tasks: dict[str, asyncio.Task[None]] = {}  # job id -> the task running the job's whole life
+        self.aborting_tasks: set[str] = set()
+        self.allow_pick_jobs = True
+        self.main_task: asyncio.Task[None] | None = None
+        self.redis_error: str | None = None
+
+        self._held: set[str] = set()
+        self._pending_settles: list[tuple[Settlement, asyncio.Future[None]]] = []
+        self._wake: asyncio.Event | None = None
+        self._stopping = False
+        self._shutdown_cancel = False
+        self._drain_deadline: float | None = None
+        self._queued: int | None = None
+        self._next_score: int | None = None
+        self._last_health_check = 0.0
+        self._last_health_check_log: str | None = None
+        self._last_health_line: str | None = None
+        self._last_abort_poll = 0.0
+        self._closed = False
+        self._background: list[asyncio.Task[None]] = []
+
+    # --- public state, for arq's API and for a supervisor's heartbeats ---
+
+    @property
+    def pool(self) -> ArqRedis:
+        if self._pool is None:
+            raise RuntimeError('the worker has no Redis pool yet: call main() first')
+        return self._pool
+
+    @property
+    def jobs_ongoing(self) -> int:
+        return len(self.tasks)
+
+    @property
+    def held_job_ids(self) -> frozenset[str]:
+        return frozenset(self._held)
+
+    # --- hooks for an embedding supervisor (no-ops here) ---
+
+    def _notify_ready(self) -> None:
+        """on_startup ran and Redis answered."""
+
+    def _notify_claimed(self, job_ids: list[str]) -> None:
+        """This process now holds the in-progress leases of these jobs."""
+
+    def _notify_settled(self, job_ids: list[str]) -> None:
+        """These jobs' finish or re-queue is committed; this process no longer holds them."""
+
+    # --- running ---
+
+    def run(self) -> None:
+        """Sync function to run the worker, finally closes the worker connections."""
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            try:
+                runner.run(self.async_run())
+            finally:
+                runner.run(self.close())
+
+    async def async_run(self) -> None:
+        """Asynchronously run the worker, does not close connections. Useful when testing."""
+        self.main_task = asyncio.create_task(self.main())
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.main_task
+
+    async def run_check(self, retry_jobs: bool | None = None, max_burst_jobs: int | None = None) -> int:
+        """
+        Run :func:`arq.worker.Worker.async_run`, check for failed jobs and raise :class:`arq.worker.FailedJobs`
+        if any jobs have failed.
+
+        :return: number of completed jobs
+        """
+        if retry_jobs is not None:
+            self.retry_jobs = retry_jobs
+        if max_burst_jobs is not None:
+            self.max_burst_jobs = max_burst_jobs
+        await self.async_run()
+        if self.jobs_failed:
+            failed_job_results = [r for r in await self.pool.all_job_results() if not r.success]
+            raise FailedJobs(self.jobs_failed, failed_job_results)
+        return self.jobs_complete
+
+    async def main(self) -> None:
+        if self._pool is None:
+            self._pool = await create_pool(
+                self.redis_settings,
+                job_serializer=self.job_serializer,
+                job_deserializer=self.job_deserializer,
+                default_queue_name=self.queue_name,
+                expires_extra_ms=self.expires_extra_ms,
+            )
+        self._wake = asyncio.Event()
+        self._claim_script = self.pool.register_script(scripts.CLAIM)
+        self._settle_script = self.pool.register_script(scripts.SETTLE)
+        self._refresh_script = self.pool.register_script(scripts.REFRESH_LEASES)
+        self._abort_script = self.pool.register_script(scripts.POLL_ABORTS)
+        logger.info('Starting worker for %d functions: %s', len(self.functions), ', '.join(self.functions))
+        await log_redis_info(self.pool, logger.info)
+        self.ctx['redis'] = self.pool
+        if self.on_startup:
+            await self.on_startup(self.ctx)
+        self._notify_ready()
+        with self._signal_handlers():
+            self._background = [
+                asyncio.create_task(self._keep_leases()),
+                asyncio.create_task(self._listen_for_nudges()),
+            ]
+            try:
+                await self._poll_loop()
+                await self._wait_for_jobs()
+            finally:
+                for task in self._background:
+                    task.cancel()
+                await asyncio.gather(*self._background, return_exceptions=True)
+
+    async def _poll_loop(self) -> None:
+        backoff = _BACKOFF_START_S
+        while not self._should_exit():
+            try:
+                await self._iteration()
+            except _TRANSIENT as e:
+                self._redis_failed(e, backoff)
+                await self._sleep_unless_woken(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                continue
+            if self.redis_error is not None:
+                logger.info('redis connection restored')
+                self.redis_error = None
+            backoff = _BACKOFF_START_S
+            if self.burst and self._burst_done():
+                return
+            await self._sleep_unless_woken(self._next_wait_s())
+
+    async def _iteration(self) -> None:
+        await self._claim_jobs()
+        if self.allow_abort_jobs:
+            await self._poll_aborts()
+        await self._record_health()
+        if self.cron_jobs:
+            await self._run_cron()
+
+    def _should_exit(self) -> bool:
+        if not self._stopping:
+            return False
+        if self._drain_deadline is not None and not self._shutdown_cancel:
+            if not self.tasks:
+                return True
+            if asyncio.get_running_loop().time() >= self._drain_deadline:
+                self._cancel_running('wait complete')
+            return False
+        return True
+
+    def _burst_done(self) -> bool:
+        if 0 <= self.max_burst_jobs <= self.jobs_started:
+            return True
+        return self._queued == 0 and not self.tasks
+
+    def _next_wait_s(self) -> float:
+        wait_s = self.poll_delay_s
+        if self._next_score is not None:
+            wait_s = min(wait_s, max((self._next_score - timestamp_ms()) / 1000, 0))
+        if self._drain_deadline is not None:
+            wait_s = min(wait_s, max(self._drain_deadline - asyncio.get_running_loop().time(), 0))
+        return wait_s
+
+    async def _sleep_unless_woken(self, timeout_s: float) -> None:
+        wake = cast(asyncio.Event, self._wake)
+        if not wake.is_set() and timeout_s > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    await wake.wait()
+        wake.clear()
+
+    def _redis_failed(self, e: BaseException, retry_in_s: float) -> None:
+        first = self.redis_error is None
+        self.redis_error = f'{e.__class__.__name__}: {e}'
+        log = logger.warning if first or retry_in_s >= _BACKOFF_MAX_S else logger.debug
+        log('redis error in worker loop, %s; retrying in %0.1fs', self.redis_error, retry_in_s)
+
+    # --- claiming ---
+
+    def _free_slots(self) -> int:
+        if not self.allow_pick_jobs or self._stopping:
+            return 0
+        slots = self.max_jobs - len(self.tasks)
+        if self.burst and self.max_burst_jobs >= 0:
+            slots = min(slots, self.max_burst_jobs - self.jobs_started)
+        return max(slots, 0)
+
+    async def _claim_jobs(self) -> None:
+        slots = self._free_slots()
+        if slots == 0:
+            return
+        reply = await self._claim_script(
+            keys=[self.queue_name],
+            args=[
+                timestamp_ms(),
+                self.lease_ms,
+                slots,
+                self.queue_read_limit,
+                retry_counter_ttl_s,
+                1 if self.allow_abort_jobs else 0,
+                job_key_prefix,
+                in_progress_key_prefix,
+                retry_key_prefix,
+                abort_jobs_ss,
+            ],
+        )
+        self._queued = int(reply[0])
+        self._next_score = int(float(reply[1])) if reply[1] is not None else None
+        claims = [
+            Claim(
+                job_id=reply[i].decode(),
+                payload=reply[i + 1],
+                job_try=int(reply[i + 2]),
+                score=int(float(reply[i + 3])),
+                aborted=bool(reply[i + 4]),
+            )
+            for i in range(2, len(reply), 5)
+        ]
+        if claims:
+            self._start(claims)
+
+    def _start(self, claims: list[Claim]) -> None:
+        ids = [c.job_id for c in claims]
+        self._held.update(ids)
+        self.jobs_started += len(claims)
+        self._notify_claimed(ids)
+        for claim in claims:
+            task = asyncio.create_task(self.run_claimed_job(claim))
+            self.tasks[claim.job_id] = task
+            task.add_done_callback(self._job_done)
+
+    def _job_done(self, task: asyncio.Task[None]) -> None:
+        for job_id, t in self.tasks.items():
+            if t is task:
+                del self.tasks[job_id]
+                break
+        if self._wake is not None:
+            self._wake.set()
+
+    # --- settling ---
+
+    async def _settle(self, settlement: Settlement) -> None:
+        """Queue a job's settlement for the next batch and wait until Redis has it (the lease stays held till then)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if not self._pending_settles:
+            asyncio.get_running_loop().call_soon(self._flush_settles)
+        self._pending_settles.append((settlement, future))
+        await asyncio.shield(future)
+
+    def _flush_settles(self) -> None:
+        batch, self._pending_settles = self._pending_settles, []
+        if batch:
+            asyncio.create_task(self._write_settlements(batch))
+
+    async def _write_settlements(self, batch: list[tuple[Settlement, asyncio.Future[None]]]) -> None:
+        args: list[Any] = [
+            job_key_prefix,
+            in_progress_key_prefix,
+            retry_key_prefix,
+            result_key_prefix,
+            abort_jobs_ss,
+            job_done_channel_prefix,
+        ]
+        for settlement, _ in batch:
+            args.extend(settlement.fields())
+        backoff = _BACKOFF_START_S
+        while True:
+            try:
+                await self._settle_script(keys=[self.queue_name], args=args)
+                break
+            except _TRANSIENT as e:
+                # keep trying: the job ran, dropping its outcome would run it again; the lease is kept meanwhile
+                self._redis_failed(e, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+        ids = [s.job_id for s, _ in batch]
+        self._held.difference_update(ids)
+        self._notify_settled(ids)
+        for _, future in batch:
+            if not future.done():
+                future.set_result(None)
+
+    # --- leases, nudges, aborts ---
+
+    async def _keep_leases(self) -> None:
+        interval_s = self.lease_ms / 3000
+        while True:
+            await asyncio.sleep(interval_s)
+            if not self._held:
+                continue
+            try:
+                lapsed = await self._refresh_script(
+                    keys=[self.queue_name], args=[self.lease_ms, in_progress_key_prefix, *self._held]
+                )
+            except _TRANSIENT as e:
+                logger.warning('could not refresh job leases: %s: %s', e.__class__.__name__, e)
+                continue
+            if lapsed:
+                logger.warning('%d job leases had lapsed (event loop blocked or Redis unreachable); renewed', lapsed)
+
+    async def _listen_for_nudges(self) -> None:
+        """Wake the poll loop when a job is enqueued (our enqueue_job publishes), so pickup does not wait."""
+        backoff = _BACKOFF_START_S
+        while True:
+            try:
+                async with self.pool.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(nudge_channel_prefix + self.queue_name)
+                    backoff = _BACKOFF_START_S
+                    cast(asyncio.Event, self._wake).set()  # something may have been enqueued while unsubscribed
+                    async for message in pubsub.listen():
+                        if message['type'] == 'message' and self._free_slots():
+                            cast(asyncio.Event, self._wake).set()
+            except _TRANSIENT as e:
+                logger.debug('nudge subscription lost: %s; resubscribing in %0.1fs', e, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+
+    async def _poll_aborts(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if now - self._last_abort_poll < min(max(self.poll_delay_s, 0.05), 0.5):
+            return
+        self._last_abort_poll = now
+        ids = await self._abort_script(
+            keys=[abort_jobs_ss],
+            args=[timestamp_ms(), abort_entry_max_age_ms, job_key_prefix, in_progress_key_prefix],
+        )
+        for raw_id in ids:
+            job_id = raw_id.decode()
+            task = self.job_tasks.get(job_id)
+            if task is not None and job_id not in self.aborting_tasks:
+                self.aborting_tasks.add(job_id)
+                task.cancel()
+
+    # --- health and cron ---
+
+    async def _record_health(self) -> None:
+        if not self.write_health_key:
+            return
+        now = asyncio.get_running_loop().time()
+        if self._last_health_check and now - self._last_health_check < self.health_check_interval:
+            return
+        self._last_health_check = now
+        queued = await self.pool.zcard(self.queue_name)
+        info = health_check_line(
+            datetime.now(), self.jobs_complete, self.jobs_failed, self.jobs_retried, len(self.tasks), queued
+        )
+        await self.pool.psetex(self.health_check_key, int((self.health_check_interval + 1) * 1000), info.encode())
+        self._last_health_line = info
+        log_suffix = info[info.index('j_complete=') :]
+        if self._last_health_check_log != log_suffix:
+            logger.info('recording health: %s', info)
+            self._last_health_check_log = log_suffix
+
+    async def _run_cron(self) -> None:
+        now = datetime.now(tz=self.timezone)
+        window = timedelta(seconds=max(self.poll_delay_s, 0.5) * 2)
+        enqueues = []
+        for cron_job in self.cron_jobs:
+            if cron_job.next_run is None:
+                if cron_job.run_at_startup:
+                    cron_job.next_run = now
+                else:
+                    cron_job.calculate_next(now)
+                    continue
+            if cron_job.next_run < now + window:
+                if cron_job.job_id:
+                    job_id: str | None = cron_job.job_id
+                else:
+                    job_id = f'{cron_job.name}:{to_unix_ms(cron_job.next_run)}' if cron_job.unique else None
+                defer_until = cron_job.next_run if cron_job.next_run > now else None
+                enqueues.append(
+                    self.pool.enqueue_job(
+                        cron_job.name, _job_id=job_id, _queue_name=self.queue_name, _defer_until=defer_until
+                    )
+                )
+                cron_job.calculate_next(cron_job.next_run)
+        if enqueues:
+            await asyncio.gather(*enqueues)
+
+    # --- stopping ---
+
+    def start_drain(self) -> None:
+        """Stop claiming; let running jobs finish within job_completion_wait, then cancel (re-queue) the rest."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self.allow_pick_jobs = False
+        if self.job_completion_wait > 0:
+            self._drain_deadline = asyncio.get_running_loop().time() + self.job_completion_wait
+        else:
+            self._cancel_running('stopping')
+        self._wake_up()
+
+    def stop_now(self) -> None:
+        """Cancel running jobs now (they go back to the queue) and return from main()."""
+        self._stopping = True
+        self.allow_pick_jobs = False
+        self._cancel_running('stopping now')
+        self._wake_up()
+
+    def _cancel_running(self, why: str) -> None:
+        if self._shutdown_cancel:
+            return
+        self._shutdown_cancel = True
+        if self.job_tasks:
+            logger.info('%s: cancelling %d running jobs, they will be run again', why, len(self.job_tasks))
+        for task in self.job_tasks.values():
+            task.cancel()
+
+    def _wake_up(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    def handle_sig(self, signum: int) -> None:
+        sig = signal.Signals(signum)
+        if self._stopping:
+            logger.info('second %s: stopping now', sig.name)
+            self.stop_now()
+            return
+        what = 'to be completed' if self.job_completion_wait > 0 else 'ongoing to cancel'
+        logger.info(
+            'shutdown on %s ◆ %d jobs complete ◆ %d failed ◆ %d retries ◆ %d %s',
+            sig.name,
+            self.jobs_complete,
+            self.jobs_failed,
+            self.jobs_retried,
+            len(self.tasks),
+            what,
+        )
+        self.start_drain()
+
+    @contextlib.contextmanager
+    def _signal_handlers(self) -> Any:
+        if not self.handle_signals:
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.handle_sig, sig)
+        try:
+            yield
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    async def _wait_for_jobs(self) -> None:
+        while self.tasks:
+            await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+
+    async def close(self) -> None:
+        """Wait for running jobs to settle, run on_shutdown, remove our health line and close the pool."""
+        if self._closed:
+            return
+        self._closed = True
+        if not self._pool:
+            return
+        self.stop_now()
+        await self._wait_for_jobs()
+        if self.on_shutdown:
+            try:
+                await self.on_shutdown(self.ctx)
+            except Exception:
+                logger.exception('on_shutdown hook failed')
+        await self._delete_health_line()
+        await self._pool.close(close_connection_pool=True)
+        self._pool = None
+
+    async def _delete_health_line(self) -> None:
+        """Delete the health key only if it is still our line: another worker on the queue may be alive (arq #291)."""
+        if not self.write_health_key or self._last_health_line is None:
+            return
+        with contextlib.suppress(*_TRANSIENT):
+            await self.pool.eval(scripts.DELETE_IF_EQUAL, 1, self.health_check_key, self._last_health_line)
+
+    def __repr__(self) -> str:
+        return (
+            f'<Worker j_complete={self.jobs_complete} j_failed={self.jobs_failed} j_retried={self.jobs_retried} '
+            f'j_ongoing={len(self.tasks)}>'
+        )
+
+
+def health_check_line(now: datetime, complete: int, failed: int, retried: int, ongoing: int, queued: int) -> str:
+    """arq's health line, e.g. ``Nov-28 21:45:26 j_complete=2 j_failed=1 j_retried=1 j_ongoing=2 queued=3``."""
+    return (
+        f'{now:%b-%d %H:%M:%S} j_complete={complete} j_failed={failed} j_retried={retried} '
+        f'j_ongoing={ongoing} queued={queued}'
+    )
+
+
+def get_kwargs(settings_cls: Any) -> dict[str, Any]:
+    """Worker keyword arguments from a settings class (inherited attributes included) or a dict."""
+    worker_args = set(inspect.signature(Worker).parameters)
+    if isinstance(settings_cls, dict):
+        return {k: v for k, v in settings_cls.items() if k in worker_args}
+    return {name: getattr(settings_cls, name) for name in worker_args if hasattr(settings_cls, name)}
+
+
+def create_worker(settings_cls: Any, **kwargs: Any) -> Worker:
+    return Worker(**{**get_kwargs(settings_cls), **kwargs})
+
+
+def run_worker(settings_cls: Any, **kwargs: Any) -> Worker:
+    worker = create_worker(settings_cls, **kwargs)
+    worker.run()
+    return worker
+
+
+async def async_check_health(
+    redis_settings: RedisSettings | None, health_check_key: str | None = None, queue_name: str | None = None
+) -> int:
+    redis_settings = redis_settings or RedisSettings()
+    redis: ArqRedis = await create_pool(redis_settings)
+    queue_name = queue_name or default_queue_name
+    health_check_key = health_check_key or (queue_name + health_check_key_suffix)
+    try:
+        data = await redis.get(health_check_key)
+    finally:
+        await redis.close()
+    if not data:
+        logger.warning('Health check failed: no health check sentinel value found')
+        return 1
+    logger.info('Health check successful: %s', data.decode(errors='replace'))
+    return 0
+
+
+def check_health(settings_cls: Any) -> int:
+    """Run a health check on the worker and return the appropriate exit code: 0 if healthy, 1 if not."""
+    cls_kwargs = get_kwargs(settings_cls)
+    redis_settings = cast(RedisSettings | None, cls_kwargs.get('redis_settings'))
+    health_check_key = cast(str | None, cls_kwargs.get('health_check_key'))
+    queue_name = cast(str | None, cls_kwargs.get('queue_name'))
+    return asyncio.run(async_check_health(redis_settings, health_check_key, queue_name))
