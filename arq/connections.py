@@ -222,7 +222,8 @@ class ArqRedis(Redis):
 
     async def _results_for(self, keys: list[bytes]) -> list[JobResult]:
         results = []
-        for key, value in zip(keys, await self.mget(keys), strict=True):
+        values: list[bytes | None] = await self.mget(keys)  # type: ignore[assignment]
+        for key, value in zip(keys, values, strict=True):
             if value is None:  # expired between SCAN and MGET
                 continue
             r = deserialize_result(value, deserializer=self.job_deserializer)
@@ -234,11 +235,11 @@ class ArqRedis(Redis):
         """Jobs in the queue (deferred, due and running). A job that vanished meanwhile is skipped, not an error."""
         if queue_name is None:
             queue_name = self.default_queue_name
-        jobs = await self.zrange(queue_name, 0, -1, withscores=True)
+        jobs: list[tuple[bytes, float]] = await self.zrange(queue_name, 0, -1, withscores=True)  # type: ignore[assignment]
         if not jobs:
             return []
-        ids = [job_id.decode() if isinstance(job_id, bytes) else job_id for job_id, _ in jobs]
-        payloads = await self.mget([job_key_prefix + job_id for job_id in ids])
+        ids = [job_id.decode() for job_id, _ in jobs]
+        payloads: list[bytes | None] = await self.mget([job_key_prefix + job_id for job_id in ids])  # type: ignore[assignment]
         out = []
         for job_id, (_, score), payload in zip(ids, jobs, payloads, strict=True):
             if payload is None:
@@ -279,7 +280,9 @@ def _pool_factory(settings: RedisSettings) -> Callable[..., ArqRedis]:
             raise RuntimeError("str provided for 'host' but 'sentinel' is true; list of sentinels expected")
 
         def sentinel_factory(**kwargs: Any) -> ArqRedis:
-            client = Sentinel(settings.host, socket_connect_timeout=settings.conn_timeout, **common, **kwargs)
+            client = Sentinel(  # type: ignore[no-untyped-call]
+                settings.host, socket_connect_timeout=settings.conn_timeout, **common, **kwargs
+            )
             return cast(ArqRedis, client.master_for(settings.sentinel_master, redis_class=ArqRedis))
 
         return sentinel_factory

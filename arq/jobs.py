@@ -151,7 +151,7 @@ class Job:
 
     async def result_info(self) -> JobResult | None:
         """Information about the job's result if it's available; does not wait for it."""
-        v = await self._redis.get(result_key_prefix + self.job_id)
+        v: bytes | None = await self._redis.get(result_key_prefix + self.job_id)  # type: ignore[assignment]
         if v:
             return deserialize_result(v, deserializer=self._deserializer)
         return None

@@ -762,7 +762,7 @@ async def async_check_health(
     queue_name = queue_name or default_queue_name
     health_check_key = health_check_key or (queue_name + health_check_key_suffix)
     try:
-        data = await redis.get(health_check_key)
+        data: bytes | None = await redis.get(health_check_key)  # type: ignore[assignment]
     finally:
         await redis.close()
     if not data:

@@ -88,3 +88,10 @@ def write_settings_module(directory: Path, name: str, source: str) -> str:
     """Write a settings module for the CLI tests and return its module name."""
     (directory / f'{name}.py').write_text(source)
     return name
+
+
+async def wait_for_key(redis: Any, key: str, timeout: float = 10) -> None:
+    """Wait until `key` exists: jobs set a key when they start, so tests can act on facts rather than sleeps."""
+    from tests.support.waiting import async_wait_until
+
+    await async_wait_until(lambda: redis.exists(key), timeout=timeout, message=f'key {key} to exist')
