@@ -42,5 +42,5 @@ def check_settings(settings: Any, path: str) -> None:
     for f in functions:
         try:
             func(f)
-        except (TypeError, ValueError, ImportError) as e:
+        except (RuntimeError, TypeError, ValueError, ImportError) as e:
             raise SettingsError(f'worker settings {path!r}: {e}') from e

@@ -94,14 +94,14 @@ def func(
     :param max_tries: maximum number of tries allowed for the function, use 1 to prevent retrying
     """
     if isinstance(coroutine, Function):
-        coroutine_: Any = coroutine.coroutine
-    elif isinstance(coroutine, str):
+        return coroutine
+    if isinstance(coroutine, str):
         name = name or coroutine
         coroutine_ = import_string(coroutine)
     else:
         coroutine_ = coroutine
     if not inspect.iscoroutinefunction(coroutine_):
-        raise TypeError(f'{coroutine_!r} is not a coroutine function: job functions must be defined with async def')
+        raise RuntimeError(f'{coroutine_!r} is not a coroutine function: job functions must be defined with async def')
     if max_tries is not None and max_tries < 1:
         raise ValueError(f'max_tries must be at least 1, got {max_tries}')
     return Function(
