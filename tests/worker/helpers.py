@@ -11,9 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from arq.worker import Worker
-
 from arq.connections import RedisSettings
+from arq.worker import Worker
 
 
 class WorkerFactory:

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 import redis
-from arq.worker import func
 
 from arq.connections import ArqRedis
 from arq.jobs import Job, JobDef, JobResult, JobStatus, ResultNotFound
+from arq.worker import func
 from tests.worker.helpers import WorkerFactory
 
 
