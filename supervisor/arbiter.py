@@ -1,0 +1,583 @@
+"""The parent: a synchronous, single-threaded loop that forks, watches, drains, replaces and reports its children."""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import functools
+import logging
+import os
+import signal
+import socket
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from time import monotonic
+
+import psutil  # type: ignore[import-untyped]
+import redis
+
+from supervisor import health, logs
+from supervisor.child import DUMP_SIGNAL, ChildSpec, run_child
+from supervisor.config import SupervisorConfig
+from supervisor.exits import ExitCode
+from supervisor.health import ChildStatus, Counters, HealthPublisher
+from supervisor.notify import sd_notify, watchdog_interval_s
+from supervisor.process import Child, ChildState, ExitInfo, StopReason, describe_exit, fork_child, oom_kill_count
+from supervisor.release import JobReleaser, RedisLink
+from supervisor.restart import BackoffPolicy, SlotHistory, after_exit, recycle_limit, should_halt
+from supervisor.settings import WorkerSettings
+from supervisor.signals import SignalQueue
+from supervisor.watch import CodeWatcher
+
+logger = logging.getLogger('supervisor.arbiter')
+
+HANDLED_SIGNALS = (
+    signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD,
+)  # fmt: skip
+#: reasons for which the parent kills a child itself; the jobs it held count a death against them
+KILLED_FOR_CAUSE = (StopReason.HANG, StopReason.BOOT_TIMEOUT)
+
+
+class State(enum.Enum):
+    RUNNING = 'running'
+    DRAINING = 'draining'
+    STOPPED = 'stopped'
+
+
+@dataclass
+class PendingRelease:
+    """Jobs of a dead child that could not be released (Redis down); retried until their leases may have lapsed."""
+
+    job_ids: list[str]
+    death: str
+    count_death: bool
+    give_up_at: float
+
+
+class Arbiter:
+    """The supervisor's state machine. Handlers only change state and send commands; they never wait.
+
+    ============  ==============================  ==============================================  =========
+    state         event                           action                                          next
+    ============  ==============================  ==============================================  =========
+    RUNNING       slot empty, backoff elapsed     fork a child (BOOTING)                          RUNNING
+    RUNNING       child says ready                child READY; drain the retiring one it replaces RUNNING
+    RUNNING       child exits, crashed            release its jobs; backoff the slot              RUNNING
+    RUNNING       child dies before READY (x N)   boot failures in a row reach the limit: drain   DRAINING
+    RUNNING       heartbeat / boot timeout        dump its stack (SIGUSR2), SIGKILL after a beat  RUNNING
+    RUNNING       jobs / memory over the limit    queue a rolling replacement of that slot        RUNNING
+    RUNNING       SIGHUP                          queue a rolling replacement of every slot       RUNNING
+    RUNNING       SIGTTIN / SIGTTOU               one slot more / drain the highest slot          RUNNING
+    RUNNING       SIGTERM / SIGINT                `drain` every child, deadline wait + margin     DRAINING
+    RUNNING       SIGQUIT                         `stop` every child, short deadline              DRAINING
+    RUNNING       --burst: every slot exited 0    nothing left to do                              STOPPED
+    DRAINING      SIGTERM / SIGINT / SIGQUIT      `stop` every child, short deadline              DRAINING
+    DRAINING      a child's deadline passes       SIGKILL, release what it held                   DRAINING
+    DRAINING      no child left                   exit with the exit code                         STOPPED
+    ============  ==============================  ==============================================  =========
+    """
+
+    def __init__(self, config: SupervisorConfig, settings: WorkerSettings, watcher: CodeWatcher | None = None) -> None:
+        self.config = config
+        self.watcher = watcher
+        self.reexec_requested = False
+        self.settings = settings
+        self.state = State.RUNNING
+        self.exit_code = ExitCode.OK
+        self.target_procs = config.procs
+        self.children: dict[int, Child] = {}
+        self.history: dict[int, SlotHistory] = {}
+        self.backoff = BackoffPolicy(config.backoff_base_s, config.backoff_max_s, config.stable_s)
+        self.boot_failures = 0
+        self.burst_done: set[int] = set()
+        self.retired = Counters()
+        self.replacements: deque[tuple[int, StopReason]] = deque()
+        self.pending_releases: list[PendingRelease] = []
+        self.signals = SignalQueue()
+        self.redis = RedisLink(settings.redis_settings)
+        self.releaser = JobReleaser(self.redis, settings)
+        self.pid = os.getpid()
+        self.host = socket.gethostname()
+        self.job_completion_wait_s = (
+            config.job_completion_wait_s if config.job_completion_wait_s is not None else settings.job_completion_wait_s
+        )
+        queue = settings.queue_name
+        self.publisher = HealthPublisher(
+            queue_name=queue,
+            health_key=health.health_check_key(queue, settings.health_check_key),
+            supervisor_key=health.supervisor_key(queue, self.host, self.pid),
+            interval_s=config.health_interval_s,
+        )
+        self.status_file = config.status_file or health.default_status_file(queue)
+        self.next_status_at = 0.0
+        self.next_health_at = 0.0
+        self.watchdog_s = watchdog_interval_s()
+        self.next_watchdog_at = 0.0
+        self.notified_ready = False
+        self.reloading = False
+        self.last_sd_status = ''
+
+    # --- the loop ---
+
+    def run(self) -> int:
+        logger.info('starting supervisor pid=%d procs=%d queue=%s settings=%s job_completion_wait=%.1fs lease=%.1fs',
+                    self.pid, self.target_procs, self.settings.queue_name, self.settings.path,
+                    self.job_completion_wait_s, self.config.effective_lease_s)  # fmt: skip
+        try:
+            with self.signals.installed(HANDLED_SIGNALS):
+                self.loop()
+        except Exception:
+            logger.exception('unhandled exception in arbiter')
+            self.kill_all()
+            self.exit_code = ExitCode.UNEXPECTED
+        finally:
+            self.finish()
+        logger.info('supervisor stopped pid=%d exit_code=%d', self.pid, self.exit_code)
+        return int(self.exit_code)
+
+    def loop(self) -> None:
+        received: list[int] = []
+        readable: set[int] = set()
+        while True:
+            now = monotonic()
+            for signum in received:
+                self.handle(signum, now)
+            self.read_messages(readable, now)
+            self.reap(now)
+            self.enforce_deadlines(now)
+            self.manage(now)
+            if self.state is State.STOPPED:
+                return
+            self.publish(now)
+            fds = [c.fileno() for c in self.children.values() if not c.eof]
+            received, readable = self.signals.wait(fds, self.next_wakeup_s(monotonic()))
+
+    def next_wakeup_s(self, now: float) -> float:
+        deadlines = [c.kill_deadline for c in self.children.values() if c.kill_deadline is not None]
+        if self.state is State.RUNNING:
+            deadlines += [h.not_before for h in self.history.values() if h.not_before > now]
+        return max(0.0, min([self.config.tick_s, *(d - now for d in deadlines)]))
+
+    # --- signals ---
+
+    def handle(self, signum: int, now: float) -> None:
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            self.handle_term(signal.Signals(signum), now)
+        elif signum == signal.SIGQUIT:
+            self.handle_quit(now)
+        elif signum == signal.SIGHUP:
+            self.handle_hup()
+        elif signum == signal.SIGTTIN:
+            self.handle_ttin()
+        elif signum == signal.SIGTTOU:
+            self.handle_ttou()
+        # SIGCHLD only wakes the loop: reap() runs on every turn
+
+    def handle_term(self, sig: signal.Signals, now: float) -> None:
+        if self.state is State.RUNNING:
+            logger.info('%s received: draining children=%d job_completion_wait=%.1fs',
+                        sig.name, len(self.children), self.job_completion_wait_s)  # fmt: skip
+            self.shutdown(now)
+        else:
+            logger.info('second %s received: cancelling running jobs now', sig.name)
+            self.stop_quickly(now)
+
+    def handle_quit(self, now: float) -> None:
+        logger.info('SIGQUIT received: cancelling running jobs now')
+        self.shutdown(now)
+        self.stop_quickly(now)
+
+    def handle_hup(self) -> None:
+        if self.state is not State.RUNNING:
+            return
+        slots = sorted({c.slot for c in self.children.values() if not c.is_stopping and not c.retiring})
+        logger.info('SIGHUP received: replacing children one by one slots=%s', slots)
+        self.replacements.extend((slot, StopReason.RELOAD) for slot in slots)
+        self.reloading = True
+        sd_notify('RELOADING=1', f'MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}')
+
+    def handle_ttin(self) -> None:
+        self.target_procs += 1
+        logger.info('SIGTTIN received: procs=%d', self.target_procs)
+
+    def handle_ttou(self) -> None:
+        self.target_procs = max(1, self.target_procs - 1)
+        logger.info('SIGTTOU received: procs=%d', self.target_procs)
+
+    def shutdown(self, now: float) -> None:
+        if self.state is not State.RUNNING:
+            return
+        self.state = State.DRAINING
+        sd_notify('STOPPING=1', f'STATUS=draining {len(self.children)} children')
+        for child in list(self.children.values()):
+            self.drain_child(child, StopReason.SHUTDOWN, now)
+
+    def stop_quickly(self, now: float) -> None:
+        for child in self.children.values():
+            child.send(health.CMD_STOP)
+            quick = now + self.config.quick_stop_s
+            child.kill_deadline = quick if child.kill_deadline is None else min(child.kill_deadline, quick)
+
+    # --- children's messages and exits ---
+
+    def read_messages(self, readable: set[int], now: float) -> None:
+        for child in list(self.children.values()):
+            if child.fileno() in readable:
+                for message in child.receive():
+                    self.on_message(child, message, now)
+
+    def on_message(self, child: Child, message: dict[str, object], now: float) -> None:
+        kind = message.get('type')
+        if kind == 'heartbeat':
+            self.on_heartbeat(child, message, now)
+        elif kind == 'claimed':
+            child.held.update(_ids(message))
+        elif kind == 'settled':
+            child.held.difference_update(_ids(message))
+        elif kind == 'ready':
+            self.on_ready(child, now)
+        elif kind == 'boot_error':
+            child.boot_error = str(message.get('error'))
+        else:
+            logger.warning('unexpected message slot=%d pid=%d message=%r', child.slot, child.pid, message)
+
+    def on_heartbeat(self, child: Child, message: dict[str, object], now: float) -> None:
+        child.last_heartbeat_at = now
+        child.counters = Counters.from_message(message)
+        child.held = set(_ids(message, 'held'))
+        redis_error = message.get('redis_error')
+        if redis_error != child.redis_error:
+            log = logger.warning if redis_error else logger.info
+            log('child redis status slot=%d pid=%d error=%s', child.slot, child.pid, redis_error or 'none')
+            child.redis_error = str(redis_error) if redis_error else None
+        limit = child.recycle_after_jobs
+        if limit is not None and child.counters.jobs_done >= limit:
+            self.request_replacement(child, StopReason.RECYCLE, f'jobs={child.counters.jobs_done} limit={limit}')
+
+    def on_ready(self, child: Child, now: float) -> None:
+        if child.state is ChildState.BOOTING:
+            child.state = ChildState.READY
+        child.ready_at = now
+        self.boot_failures = 0
+        logger.info('child ready slot=%d pid=%d boot_s=%.2f', child.slot, child.pid, now - child.started_at)
+        for old in self.children.values():
+            if old.slot == child.slot and old.retiring and not old.is_stopping and old is not child:
+                self.drain_child(old, old.retiring, now)
+
+    def reap(self, now: float) -> None:
+        """Collect every exited child, ours or (as PID 1) anyone's."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            child = self.children.pop(pid, None)
+            if child is None:
+                logger.debug('reaped a process we did not start pid=%d status=%d', pid, status)
+                continue
+            self.on_exit(child, status, now)
+
+    def on_exit(self, child: Child, status: int, now: float) -> None:
+        for message in child.receive():  # the last claims, settles and counters
+            self.on_message(child, message, now)
+        child.close()
+        child.state = ChildState.EXITED
+        oom = oom_kill_count() > child.oom_kills_at_start
+        info = describe_exit(status, requested=child.stop_reason, oom_killed=oom)
+        crashed = (child.stop_reason is None and not info.is_clean) or child.stop_reason in KILLED_FOR_CAUSE
+        self.retired = health.retire(self.retired, child.counters)
+        log = logger.warning if crashed else logger.info
+        log('child exited slot=%d pid=%d status="%s" jobs_held=%d ran_s=%.1f', child.slot, child.pid, info,
+            len(child.held), now - child.started_at)  # fmt: skip
+        if child.held and not info.is_clean:
+            self.release(sorted(child.held), info, count_death=crashed, now=now)
+        self.history[child.slot] = after_exit(
+            self.backoff, self.history.get(child.slot, SlotHistory()),
+            now=now, ready_at=child.ready_at, crashed=crashed, description=str(info),
+        )  # fmt: skip
+        if crashed and child.ready_at is None:
+            self.on_boot_failure(child, info, now)
+        if self.config.burst and info.is_clean and child.stop_reason is None:
+            self.burst_done.add(child.slot)
+
+    def on_boot_failure(self, child: Child, info: ExitInfo, now: float) -> None:
+        reason = child.boot_error or str(info)
+        predecessors = [c for c in self.children.values() if c.slot == child.slot and c.retiring]
+        if predecessors:  # a rolling replacement failed: keep the old child rather than lose the slot
+            logger.error('replacement failed to boot, keeping the old child slot=%d error="%s"', child.slot, reason)
+            for old in predecessors:
+                if not old.is_stopping:
+                    old.retiring = None
+            return
+        self.boot_failures += 1
+        if self.state is State.RUNNING and should_halt(self.boot_failures, self.config.max_boot_failures):
+            logger.error('children failed to boot %d times in a row, stopping; last error: %s',
+                         self.boot_failures, reason)  # fmt: skip
+            self.exit_code = ExitCode.BOOT_ERROR
+            self.shutdown(now)
+
+    def release(self, job_ids: list[str], info: ExitInfo, *, count_death: bool, now: float) -> None:
+        pending = PendingRelease(job_ids, info.text, count_death, now + self.config.effective_lease_s / 2)
+        self.try_release(pending)
+
+    def try_release(self, pending: PendingRelease) -> bool:
+        try:
+            results = self.releaser.release(pending.job_ids, death=pending.death, count_death=pending.count_death)
+        except redis.RedisError as e:
+            logger.warning('could not release jobs, will retry job_ids=%s error=%s', pending.job_ids, e)
+            if pending not in self.pending_releases:
+                self.pending_releases.append(pending)
+            return False
+        for r in results:
+            logger.info('job %s job_id=%s deaths=%d', r.outcome, r.job_id, r.deaths)
+        return True
+
+    # --- deadlines ---
+
+    def enforce_deadlines(self, now: float) -> None:
+        for child in list(self.children.values()):
+            if child.kill_deadline is not None and now >= child.kill_deadline:
+                if not child.sigkill_sent:
+                    self.kill(child)
+            elif child.stop_reason not in KILLED_FOR_CAUSE:
+                self.check_liveness(child, now)
+
+    def check_liveness(self, child: Child, now: float) -> None:
+        if child.state is ChildState.BOOTING:
+            if now - child.started_at > self.config.boot_timeout_s:
+                self.kill_unresponsive(child, StopReason.BOOT_TIMEOUT, now - child.started_at, now)
+            return
+        last = child.last_heartbeat_at or child.ready_at or child.started_at
+        if now - last > self.config.heartbeat_timeout_s:
+            self.kill_unresponsive(child, StopReason.HANG, now - last, now)
+
+    def kill_unresponsive(self, child: Child, reason: StopReason, silent_s: float, now: float) -> None:
+        """Dump the child's Python stacks to the log (faulthandler), then SIGKILL it a moment later."""
+        logger.error('child unresponsive, dumping its stack then killing it slot=%d pid=%d reason=%s silent_s=%.1f '
+                     'jobs_held=%s', child.slot, child.pid, reason.value, silent_s, sorted(child.held))  # fmt: skip
+        child.stop_reason = reason
+        child.signal(DUMP_SIGNAL)
+        child.kill_deadline = now + self.config.dump_wait_s
+
+    def kill(self, child: Child) -> None:
+        if child.stop_reason not in KILLED_FOR_CAUSE:
+            logger.warning('drain deadline passed, killing slot=%d pid=%d jobs_held=%d',
+                           child.slot, child.pid, len(child.held))  # fmt: skip
+            child.stop_reason = StopReason.DRAIN_DEADLINE
+        child.signal(signal.SIGKILL)
+        child.sigkill_sent = True
+
+    def kill_all(self) -> None:
+        for child in self.children.values():
+            child.signal(signal.SIGKILL)
+
+    # --- keeping the right children ---
+
+    def manage(self, now: float) -> None:
+        if self.state is State.RUNNING and self.watcher is not None and (changed := self.watcher.changes(now)):
+            logger.info('code changed, restarting files=%s', changed[:5])
+            self.reexec_requested = True
+            self.shutdown(now)
+            self.stop_quickly(now)
+        if self.state is State.RUNNING:
+            self.scale_down(now)
+            self.start_next_replacement()
+            self.spawn_missing(now)
+            if self.config.burst and not self.children and len(self.burst_done) >= self.target_procs:
+                self.finish_burst()
+        elif self.state is State.DRAINING and not self.children:
+            self.state = State.STOPPED
+
+    def spawn_missing(self, now: float) -> None:
+        for slot in range(1, self.target_procs + 1):
+            if slot in self.burst_done or any(c.slot == slot and not c.retiring for c in self.children.values()):
+                continue
+            if now >= self.history.get(slot, SlotHistory()).not_before:
+                self.spawn(slot, now)
+
+    def spawn(self, slot: int, now: float) -> None:
+        self.redis.drop()  # never fork while holding a Redis connection
+        logs.flush()
+        spec = ChildSpec(
+            slot=slot,
+            parent_pid=self.pid,
+            settings=self.settings,
+            heartbeat_interval_s=self.config.heartbeat_interval_s,
+            lease_s=self.config.effective_lease_s,
+            worker_overrides=self.worker_overrides(),
+        )
+        child = fork_child(slot, now, functools.partial(run_child, spec), self.close_in_child)
+        if self.config.max_jobs_per_child:
+            child.recycle_after_jobs = recycle_limit(self.config.max_jobs_per_child, self.config.recycle_jitter)
+        self.children[child.pid] = child
+        logger.info('spawned child slot=%d pid=%d restarts=%d', slot, child.pid,
+                    self.history.get(slot, SlotHistory()).restarts)  # fmt: skip
+
+    def worker_overrides(self) -> dict[str, object]:
+        overrides: dict[str, object] = {}
+        if self.config.job_completion_wait_s is not None:
+            overrides['job_completion_wait'] = self.config.job_completion_wait_s
+        if self.config.burst:
+            overrides['burst'] = True
+        return overrides
+
+    def close_in_child(self) -> None:
+        """Runs in a new child: close what it inherited from the parent."""
+        self.signals.forget_in_child()
+        for child in self.children.values():
+            child.sock.close()
+
+    def drain_child(self, child: Child, reason: StopReason, now: float) -> None:
+        if child.is_stopping:
+            return
+        child.stop_reason = reason
+        child.state = ChildState.DRAINING
+        child.send(health.CMD_DRAIN)
+        child.kill_deadline = now + self.job_completion_wait_s + self.config.stop_margin_s
+        logger.info('draining child slot=%d pid=%d reason=%s', child.slot, child.pid, reason.value)
+
+    def request_replacement(self, child: Child, reason: StopReason, why: str) -> None:
+        if child.retiring or child.is_stopping or any(slot == child.slot for slot, _ in self.replacements):
+            return
+        logger.info('child to be replaced slot=%d pid=%d reason=%s %s', child.slot, child.pid, reason.value, why)
+        self.replacements.append((child.slot, reason))
+
+    def start_next_replacement(self) -> None:
+        """One slot at a time: the old child keeps working until its successor is READY."""
+        if any(c.retiring and not c.is_stopping for c in self.children.values()):
+            return
+        while self.replacements:
+            slot, reason = self.replacements.popleft()
+            current = [c for c in self.children.values() if c.slot == slot and not c.retiring and not c.is_stopping]
+            if current:
+                current[0].retiring = reason
+                return
+        if self.reloading:
+            self.reloading = False
+            logger.info('reload complete')
+            sd_notify('READY=1')
+
+    def scale_down(self, now: float) -> None:
+        for child in list(self.children.values()):
+            if child.slot > self.target_procs and not child.is_stopping:
+                self.drain_child(child, StopReason.SCALE_DOWN, now)
+                self.history.pop(child.slot, None)
+
+    def finish_burst(self) -> None:
+        totals = self.totals()
+        logger.info('burst finished j_complete=%d j_failed=%d j_retried=%d',
+                    totals.complete, totals.failed, totals.retried)  # fmt: skip
+        if self.config.fail_on_job_failure and totals.failed:
+            self.exit_code = ExitCode.UNEXPECTED
+        self.state = State.STOPPED
+
+    # --- health ---
+
+    def totals(self) -> Counters:
+        return self.retired + health.total(c.counters for c in self.children.values())
+
+    def publish(self, now: float) -> None:
+        if now >= self.next_status_at:
+            self.next_status_at = now + self.config.status_interval_s
+            self.measure_memory()
+            self.write_status(now)
+            self.notify_systemd()
+        if now >= self.next_health_at:
+            self.next_health_at = now + self.config.health_interval_s
+            self.publish_redis(now)
+        if self.watchdog_s is not None and now >= self.next_watchdog_at:
+            self.next_watchdog_at = now + self.watchdog_s
+            sd_notify('WATCHDOG=1')
+
+    def measure_memory(self) -> None:
+        """Unique memory (USS) per child: what recycling it would free, unlike peak RSS."""
+        limit = self.config.max_memory_per_child_mib
+        for child in self.children.values():
+            try:
+                child.memory_mib = psutil.Process(child.pid).memory_full_info().uss / 2**20
+            except (psutil.Error, OSError):
+                continue
+            if limit is not None and child.state is ChildState.READY and child.memory_mib > limit:
+                self.request_replacement(child, StopReason.MEMORY, f'uss_mib={child.memory_mib:.0f} limit={limit:g}')
+
+    def child_statuses(self, now: float) -> Iterator[ChildStatus]:
+        for c in sorted(self.children.values(), key=lambda c: (c.slot, c.started_at)):
+            history = self.history.get(c.slot, SlotHistory())
+            yield ChildStatus(
+                slot=c.slot, pid=c.pid, state=c.state.value, complete=c.counters.complete,
+                failed=c.counters.failed, retried=c.counters.retried, ongoing=c.counters.ongoing, held=len(c.held),
+                memory_mib=None if c.memory_mib is None else round(c.memory_mib, 1),
+                heartbeat_age_s=None if c.last_heartbeat_at is None else round(now - c.last_heartbeat_at, 2),
+                redis_error=c.redis_error, restarts=history.restarts, last_exit=history.last_exit,
+            )  # fmt: skip
+
+    def status_document(self, now: float) -> dict[str, object]:
+        return health.status_document(
+            pid=self.pid,
+            host=self.host,
+            queue_name=self.settings.queue_name,
+            state=self.state.value,
+            procs=self.target_procs,
+            totals=self.totals(),
+            children=list(self.child_statuses(now)),
+            now_wall=time.time(),
+        )
+
+    def write_status(self, now: float) -> None:
+        try:
+            health.write_status_file(self.status_file, self.status_document(now))
+        except OSError as e:
+            logger.warning('cannot write status file path=%s error=%s', self.status_file, e)
+
+    def publish_redis(self, now: float) -> None:
+        for pending in list(self.pending_releases):
+            if now >= pending.give_up_at:
+                logger.warning('gave up releasing jobs, their leases expire by themselves job_ids=%s', pending.job_ids)
+                self.pending_releases.remove(pending)
+            elif self.try_release(pending):
+                self.pending_releases.remove(pending)
+        try:
+            self.publisher.publish(self.redis.client, self.totals(), self.status_document(now), datetime.now())
+        except redis.RedisError as e:
+            if self.publisher.failing_since is None:
+                self.publisher.failing_since = now
+                logger.warning('cannot write health keys to redis error=%s', e)
+            self.redis.drop()
+            return
+        if self.publisher.failing_since is not None:
+            logger.info('health keys written again after %.0fs', now - self.publisher.failing_since)
+            self.publisher.failing_since = None
+
+    def notify_systemd(self) -> None:
+        ready = sum(1 for c in self.children.values() if c.state is ChildState.READY)
+        totals = self.totals()
+        status = f'{ready}/{self.target_procs} children ready, {totals.ongoing} jobs running, {totals.complete} done'
+        if self.state is State.RUNNING and not self.notified_ready and ready >= self.target_procs:
+            self.notified_ready = True
+            logger.info('all children ready procs=%d', self.target_procs)
+            sd_notify('READY=1', f'STATUS={status}', f'MAINPID={self.pid}')
+        elif status != self.last_sd_status:
+            sd_notify(f'STATUS={status}')
+        self.last_sd_status = status
+
+    def finish(self) -> None:
+        """Leave no trace that says we are alive: final status, our Redis key gone, pending releases tried."""
+        self.state = State.STOPPED
+        now = monotonic()
+        for pending in self.pending_releases:
+            if now < pending.give_up_at:
+                self.try_release(pending)
+        self.write_status(now)
+        with contextlib.suppress(redis.RedisError):
+            self.publisher.remove(self.redis.client)
+        self.redis.drop()
+
+
+def _ids(message: dict[str, object], name: str = 'ids') -> list[str]:
+    value = message.get(name)
+    return [str(v) for v in value] if isinstance(value, list) else []

@@ -1,0 +1,228 @@
+"""What runs after fork: a clean process, a uvloop loop, one arq Worker, heartbeats to the parent, os._exit.
+
+The child owns nothing of the parent's: signal handlers go back to their defaults, the parent's descriptors are
+closed, Redis is connected afresh. SIGINT is ignored (a terminal's Ctrl+C reaches the whole group, and the parent
+decides); a direct SIGTERM, a `drain` command, or EOF on the parent's socket (the parent died) start a drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import faulthandler
+import logging
+import os
+import signal
+import socket
+import sys
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+import setproctitle
+import uvloop
+
+from arq.worker import Worker
+from supervisor import health, logs
+from supervisor.exits import ExitCode
+from supervisor.settings import WorkerSettings
+from supervisor.signals import reset_all_handlers
+
+logger = logging.getLogger('supervisor.child')
+
+#: the parent sends this to a child whose heartbeats stopped, to get its stack in the log before SIGKILL
+DUMP_SIGNAL = signal.SIGUSR2
+PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    """Everything a child needs, decided by the parent before the fork."""
+
+    slot: int
+    parent_pid: int
+    settings: WorkerSettings
+    heartbeat_interval_s: float
+    lease_s: float
+    worker_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def run_child(spec: ChildSpec, sock: socket.socket) -> NoReturn:
+    """The child's whole life; never returns and never unwinds into the parent's stack."""
+    code: int = ExitCode.BOOT_ERROR
+    try:
+        _prepare_process(spec)
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            code = runner.run(ChildRunner(spec, sock).run())
+    except BaseException:
+        logger.exception('unhandled error in worker process slot=%d pid=%d', spec.slot, os.getpid())
+        code = ExitCode.UNEXPECTED if code != ExitCode.BOOT_ERROR else code
+    finally:
+        logs.flush()
+        os._exit(code)
+
+
+def _prepare_process(spec: ChildSpec) -> None:
+    reset_all_handlers()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
+    if os.getppid() != spec.parent_pid:  # the parent died between fork and prctl
+        raise SystemExit(ExitCode.UNEXPECTED)
+    faulthandler.enable(all_threads=True)
+    faulthandler.register(DUMP_SIGNAL, all_threads=True, chain=False)
+    logs.set_role(f'worker {spec.slot}')
+    setproctitle.setproctitle(f'arq-supervise: worker {spec.slot} [{spec.settings.queue_name}]')
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel for a SIGTERM (a drain) if the parent dies; the socket EOF is the portable backstop."""
+    if not sys.platform.startswith('linux'):  # pragma: no cover
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+class ParentLink:
+    """The child's end of its socket: JSON lines out, commands in. Writes never block the event loop."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    def send(self, message: dict[str, Any]) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(health.encode(message))
+
+    async def flush(self, timeout_s: float = 1.0) -> None:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(timeout_s):
+                await self.writer.drain()
+
+
+class SupervisedWorker(Worker):
+    """arq's Worker reporting readiness and the jobs it holds to the parent."""
+
+    link: ParentLink
+    is_ready: bool = False
+
+    def _notify_ready(self) -> None:
+        self.is_ready = True
+        self.link.send({'type': 'ready'})
+
+    def _notify_claimed(self, job_ids: list[str]) -> None:
+        self.link.send({'type': 'claimed', 'ids': job_ids})
+
+    def _notify_settled(self, job_ids: list[str]) -> None:
+        self.link.send({'type': 'settled', 'ids': job_ids})
+
+
+class ChildRunner:
+    def __init__(self, spec: ChildSpec, sock: socket.socket) -> None:
+        self.spec = spec
+        self.sock = sock
+        self.worker: SupervisedWorker | None = None
+        self.main_task: asyncio.Task[None] | None = None
+
+    async def run(self) -> int:
+        reader, writer = await asyncio.open_unix_connection(sock=self.sock)
+        link = ParentLink(reader, writer)
+        try:
+            return await self._run_worker(link)
+        finally:
+            await link.flush()
+            writer.close()
+
+    async def _run_worker(self, link: ParentLink) -> int:
+        spec = self.spec
+        kwargs = {**spec.settings.worker_kwargs, **spec.worker_overrides}
+        try:
+            worker = SupervisedWorker(**kwargs, handle_signals=False, write_health_key=False, lease_s=spec.lease_s)
+        except Exception as e:
+            return self._boot_failed(link, e)
+        worker.link = link
+        self.worker = worker
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.drain)
+        background = [asyncio.create_task(self._commands(link)), asyncio.create_task(self._heartbeats(link))]
+        self.main_task = asyncio.create_task(worker.main())
+        try:
+            await self.main_task
+        except asyncio.CancelledError:
+            logger.info('stopped while booting slot=%d pid=%d', spec.slot, os.getpid())
+        except Exception as e:
+            if not worker.is_ready:
+                return self._boot_failed(link, e)
+            logger.exception('worker failed slot=%d pid=%d', spec.slot, os.getpid())
+            return ExitCode.UNEXPECTED
+        finally:
+            await self._close(worker)
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            link.send(self._heartbeat(worker))
+        return ExitCode.OK
+
+    def _boot_failed(self, link: ParentLink, error: BaseException) -> int:
+        line = f'{type(error).__name__}: {error}'.splitlines()[0][:300] if str(error) else type(error).__name__
+        logger.error('worker failed to boot slot=%d pid=%d error="%s"', self.spec.slot, os.getpid(), line,
+                     exc_info=error)  # fmt: skip
+        link.send({'type': 'boot_error', 'error': line})
+        return ExitCode.BOOT_ERROR
+
+    async def _close(self, worker: SupervisedWorker) -> None:
+        try:
+            await worker.close()
+        except Exception:
+            logger.exception('error while closing the worker slot=%d pid=%d', self.spec.slot, os.getpid())
+
+    def drain(self) -> None:
+        """Finish running jobs (within job_completion_wait) and exit; before READY, just stop booting."""
+        worker, main = self.worker, self.main_task
+        if worker is None or main is None or main.done():
+            return
+        if worker.is_ready:
+            worker.start_drain()
+        else:
+            main.cancel()
+
+    def stop(self) -> None:
+        worker, main = self.worker, self.main_task
+        if worker is None or main is None or main.done():
+            return
+        if worker.is_ready:
+            worker.stop_now()
+        else:
+            main.cancel()
+
+    async def _commands(self, link: ParentLink) -> None:
+        while True:
+            line = await link.reader.readline()
+            if not line:
+                logger.warning('parent went away, draining slot=%d pid=%d', self.spec.slot, os.getpid())
+                self.drain()
+                return
+            command = line.strip()
+            if command == health.CMD_DRAIN:
+                self.drain()
+            elif command == health.CMD_STOP:
+                self.stop()
+
+    async def _heartbeats(self, link: ParentLink) -> None:
+        assert self.worker is not None
+        title = f'arq-supervise: worker {self.spec.slot} [{self.spec.settings.queue_name}]'
+        while True:
+            link.send(self._heartbeat(self.worker))
+            setproctitle.setproctitle(f'{title} j_ongoing={self.worker.jobs_ongoing}')
+            await asyncio.sleep(self.spec.heartbeat_interval_s)
+
+    @staticmethod
+    def _heartbeat(worker: Worker) -> dict[str, Any]:
+        return {
+            'type': 'heartbeat',
+            'complete': worker.jobs_complete,
+            'failed': worker.jobs_failed,
+            'retried': worker.jobs_retried,
+            'ongoing': worker.jobs_ongoing,
+            'held': sorted(worker.held_job_ids),
+            'redis_error': worker.redis_error,
+        }

@@ -1,0 +1,139 @@
+"""The `arq-supervise` command: flags (each also from an ARQ_SUPERVISE_* variable) into one frozen config."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from supervisor import health, logs
+from supervisor.config import ConfigError, SupervisorConfig, available_cpus
+from supervisor.exits import EXIT_CODE_HELP, ExitCode
+from supervisor.settings import SettingsError, WorkerSettings, load_settings
+
+HELP = """Run N arq workers for SETTINGS (e.g. app.worker.WorkerSettings) under one supervising process.
+
+\b
+Signals: TERM/INT drain (a second one cuts the wait short), QUIT stops at once,
+HUP replaces the children one by one, TTIN/TTOU add/remove a child.
+
+Every option can also be set in the environment as ARQ_SUPERVISE_<OPTION>,
+e.g. ARQ_SUPERVISE_PROCS=4 or ARQ_SUPERVISE_MAX_JOBS_PER_CHILD=1000.
+"""
+
+
+@click.command(
+    help=HELP,
+    epilog=EXIT_CODE_HELP,
+    context_settings={'auto_envvar_prefix': 'ARQ_SUPERVISE', 'show_default': True},
+)
+@click.argument('settings_path', metavar='SETTINGS', envvar='ARQ_SUPERVISE_SETTINGS')
+@click.option('--procs', type=click.IntRange(min=1), help='Worker processes.  [default: CPUs available]')
+@click.option('--burst', is_flag=True, help='Children exit when the queue is empty; then the supervisor exits.')
+@click.option('--fail-on-job-failure', is_flag=True, help='With --burst: exit 1 if any job failed.')
+@click.option('--check', is_flag=True, help='Exit 0 if the supervisor for SETTINGS is alive and all children ready.')
+@click.option('--watch', 'watch_path', type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help='Restart when a .py file under this directory changes (development).')  # fmt: skip
+@click.option('--job-completion-wait', type=click.FloatRange(min=0), help='Seconds; overrides the settings.')
+@click.option(
+    '--max-jobs-per-child', type=click.IntRange(min=1), help='Replace a child after this many jobs (+10% jitter).'
+)
+@click.option('--max-memory-per-child', type=click.FloatRange(min=0, min_open=True),
+              help='Replace a child whose unique memory (USS) exceeds this many MiB.')  # fmt: skip
+@click.option('--heartbeat-timeout', type=click.FloatRange(min=0, min_open=True), default=10.0,
+              help='Seconds without a heartbeat (event loop blocked) before a child is dumped and killed.')  # fmt: skip
+@click.option('--boot-timeout', type=click.FloatRange(min=0, min_open=True), default=60.0,
+              help='Seconds a child may take to become ready.')  # fmt: skip
+@click.option('--health-interval', type=click.FloatRange(min=0, min_open=True), default=5.0,
+              help='Seconds between writes of the health keys in Redis.')  # fmt: skip
+@click.option('--status-file', type=click.Path(dir_okay=False, path_type=Path),
+              help='JSON status, replaced every second.  [default: named after the queue, in /tmp]')  # fmt: skip
+@click.option('--pid-file', type=click.Path(dir_okay=False, path_type=Path), help='Write the supervisor pid here.')
+@click.option('-v', '--verbose', is_flag=True, help='Debug logging.')
+@click.option('--log-format', type=click.Choice(['text', 'json']), default='text')
+def cli(settings_path: str, check: bool, job_completion_wait: float | None, max_memory_per_child: float | None,
+        heartbeat_timeout: float, boot_timeout: float, health_interval: float, procs: int | None,
+        **options: Any) -> None:  # fmt: skip
+    logs.configure(options['log_format'], options['verbose'])
+    if os.getcwd() not in sys.path:  # as `arq` does: settings modules are found relative to where we run
+        sys.path.append(os.getcwd())
+    settings = _load(settings_path)
+    if check:
+        raise SystemExit(run_check(options['status_file'] or health.default_status_file(settings.queue_name)))
+    try:
+        config = SupervisorConfig(
+            settings_path=settings_path,
+            procs=procs or available_cpus(),
+            job_completion_wait_s=job_completion_wait,
+            max_memory_per_child_mib=max_memory_per_child,
+            heartbeat_timeout_s=heartbeat_timeout,
+            boot_timeout_s=boot_timeout,
+            health_interval_s=health_interval,
+            **options,
+        )
+    except ConfigError as e:
+        raise click.UsageError(str(e)) from e
+    with _pid_file(config.pid_file):
+        raise SystemExit(_supervise(config, settings))
+
+
+def _load(settings_path: str) -> WorkerSettings:
+    try:
+        return load_settings(settings_path)
+    except SettingsError as e:
+        click.echo(f'arq-supervise: {e}', err=True)
+        raise SystemExit(ExitCode.CONFIG_ERROR) from None
+
+
+def _supervise(config: SupervisorConfig, settings: WorkerSettings) -> int:
+    if config.watch_path is not None:
+        from supervisor.watch import run_watching
+
+        return run_watching(config, settings)
+    from supervisor.arbiter import Arbiter
+
+    return Arbiter(config, settings).run()
+
+
+def run_check(status_file: Path) -> int:
+    """0 when the status file shows a live supervisor with every child ready, else 1 (and why, on stderr)."""
+    try:
+        document = json.loads(status_file.read_text())
+    except (OSError, ValueError) as e:
+        click.echo(f'arq-supervise: unhealthy: cannot read status file {status_file}: {e}', err=True)
+        return 1
+    max_age_s = max(5.0, 3 * float(document.get('status_interval_s', 1.0)))
+    problem = health.check_status(
+        document, now_wall=time.time(), max_age_s=max_age_s, pid_alive=health.pid_alive(int(document.get('pid', 0)))
+    )
+    if problem:
+        click.echo(f'arq-supervise: unhealthy: {problem}', err=True)
+        return 1
+    click.echo(f'arq-supervise: healthy: {document["ready"]}/{document["procs"]} children ready')
+    return 0
+
+
+@contextlib.contextmanager
+def _pid_file(path: Path | None) -> Iterator[None]:
+    if path is None:
+        yield
+        return
+    pid = str(os.getpid())
+    path.write_text(pid + '\n')
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            if path.read_text().strip() == pid:
+                path.unlink()
+
+
+def main() -> None:
+    cli(prog_name='arq-supervise')

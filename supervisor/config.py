@@ -1,0 +1,129 @@
+"""The supervisor's one frozen configuration, validated once, with units in every name."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+LogFormat = Literal['text', 'json']
+
+# the lease refresh happens every lease/3 seconds, so a loop stall longer than 2/3 of the lease can let the lease lapse
+LEASE_REFRESH_FRACTION = 1 / 3
+DEFAULT_LEASE_S = 12.0
+
+
+class ConfigError(ValueError):
+    """An invalid combination of options: reported as a usage error."""
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: affinity mask, capped by a cgroup v2 `cpu.max` quota, at least 1."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        count = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    if quota is not None:
+        count = min(count, max(1, int(quota + 0.999)))
+    return max(1, count)
+
+
+def _cgroup_cpu_quota(path: Path = Path('/sys/fs/cgroup/cpu.max')) -> float | None:
+    try:
+        quota, period = path.read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    if quota == 'max':
+        return None
+    try:
+        return int(quota) / int(period)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def stall_budget_s(heartbeat_timeout_s: float, heartbeat_interval_s: float, tick_s: float, dump_wait_s: float) -> float:
+    """Longest a blocked child can keep its jobs' leases before the parent has killed it."""
+    return heartbeat_timeout_s + heartbeat_interval_s + tick_s + dump_wait_s
+
+
+def lease_for(heartbeat_timeout_s: float, heartbeat_interval_s: float, tick_s: float, dump_wait_s: float) -> float:
+    """The smallest lease (at least the worker's default) that outlives a stall the parent tolerates."""
+    budget = stall_budget_s(heartbeat_timeout_s, heartbeat_interval_s, tick_s, dump_wait_s)
+    return max(DEFAULT_LEASE_S, round(budget / (1 - LEASE_REFRESH_FRACTION) + 1.0, 1))
+
+
+@dataclass(frozen=True)
+class SupervisorConfig:
+    """Everything the arbiter needs besides the worker settings class, which stays arq's.
+
+    Durations are seconds (`_s`), memory is MiB (`_mib`). Build it with keyword arguments; `__post_init__` validates.
+    """
+
+    settings_path: str
+    procs: int = field(default_factory=available_cpus)
+    burst: bool = False
+    fail_on_job_failure: bool = False
+    #: overrides the settings' job_completion_wait when given
+    job_completion_wait_s: float | None = None
+    max_jobs_per_child: int | None = None
+    max_memory_per_child_mib: float | None = None
+    #: max-jobs-per-child is raised by up to this fraction, per child, so children do not all recycle together
+    recycle_jitter: float = 0.1
+    heartbeat_interval_s: float = 1.0
+    heartbeat_timeout_s: float = 10.0
+    boot_timeout_s: float = 60.0
+    #: the lease the workers keep on their in-progress keys; None derives it from the heartbeat timeout
+    lease_s: float | None = None
+    #: time given to a draining child beyond job_completion_wait (cancel, re-queue, on_shutdown, close)
+    stop_margin_s: float = 5.0
+    #: after a second SIGTERM/SIGINT, children get this long to cancel and re-queue before SIGKILL
+    quick_stop_s: float = 3.0
+    #: time between the stack dump of a hung child and its SIGKILL
+    dump_wait_s: float = 0.5
+    tick_s: float = 0.5
+    health_interval_s: float = 5.0
+    status_interval_s: float = 1.0
+    max_boot_failures: int = 3
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0
+    stable_s: float = 30.0
+    status_file: Path | None = None
+    pid_file: Path | None = None
+    watch_path: Path | None = None
+    log_format: LogFormat = 'text'
+    verbose: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.settings_path:
+            raise ConfigError('a settings path (module.WorkerSettings) is required')
+        if self.procs < 1:
+            raise ConfigError(f'--procs must be at least 1, not {self.procs}')
+        for name in ('heartbeat_interval_s', 'heartbeat_timeout_s', 'boot_timeout_s', 'tick_s', 'health_interval_s',
+                     'status_interval_s', 'backoff_base_s', 'backoff_max_s'):  # fmt: skip
+            if getattr(self, name) <= 0:
+                raise ConfigError(f'{name} must be positive, not {getattr(self, name)}')
+        if self.job_completion_wait_s is not None and self.job_completion_wait_s < 0:
+            raise ConfigError('--job-completion-wait must not be negative')
+        if self.max_jobs_per_child is not None and self.max_jobs_per_child < 1:
+            raise ConfigError('--max-jobs-per-child must be at least 1')
+        if self.max_memory_per_child_mib is not None and self.max_memory_per_child_mib <= 0:
+            raise ConfigError('--max-memory-per-child must be positive')
+        if self.heartbeat_timeout_s <= 2 * self.heartbeat_interval_s:
+            raise ConfigError('--heartbeat-timeout must exceed two heartbeat intervals')
+        if self.max_boot_failures < 1:
+            raise ConfigError('max_boot_failures must be at least 1')
+        budget = stall_budget_s(self.heartbeat_timeout_s, self.heartbeat_interval_s, self.tick_s, self.dump_wait_s)
+        if self.effective_lease_s * (1 - LEASE_REFRESH_FRACTION) <= budget:
+            # a hung child keeps its jobs' leases until we kill it; if a lease lapses first, the job runs twice
+            raise ConfigError(
+                f'lease {self.effective_lease_s}s is too short for a heartbeat timeout of {self.heartbeat_timeout_s}s: '
+                f'a blocked child may hold its jobs for up to {budget:.1f}s, which must stay below 2/3 of the lease'
+            )
+
+    @property
+    def effective_lease_s(self) -> float:
+        if self.lease_s is not None:
+            return self.lease_s
+        return lease_for(self.heartbeat_timeout_s, self.heartbeat_interval_s, self.tick_s, self.dump_wait_s)

@@ -1,0 +1,198 @@
+"""Heartbeat messages, their aggregation, the health keys in Redis and the local status file.
+
+Children talk to the parent in JSON lines over their socket. Messages (child → parent):
+  {"type": "ready"}                                            startup hook ran and Redis answered
+  {"type": "claimed", "ids": [...]} / {"type": "settled", ...}  in-progress keys now held / no longer held
+  {"type": "heartbeat", "complete": n, "failed": n, "retried": n, "ongoing": n, "held": [...], "redis_error": s}
+  {"type": "boot_error", "error": "..."}                      last error line before the child gives up booting
+Commands (parent → child) are bare words, one a line: `drain`, `stop`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from arq.constants import health_check_key_suffix, supervisor_key_prefix
+
+CMD_DRAIN = b'drain'
+CMD_STOP = b'stop'
+
+
+def encode(message: Mapping[str, Any]) -> bytes:
+    return json.dumps(message, separators=(',', ':')).encode() + b'\n'
+
+
+def decode(line: bytes) -> dict[str, Any]:
+    """One message; a malformed line becomes {'type': 'invalid'} rather than an error in the parent's loop."""
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return {'type': 'invalid', 'line': line[:200].decode(errors='replace')}
+    return value if isinstance(value, dict) else {'type': 'invalid', 'line': repr(value)[:200]}
+
+
+@dataclass(frozen=True, slots=True)
+class Counters:
+    """A worker's job counters, as arq's health line names them."""
+
+    complete: int = 0
+    failed: int = 0
+    retried: int = 0
+    ongoing: int = 0
+
+    @classmethod
+    def from_message(cls, message: Mapping[str, Any]) -> Counters:
+        return cls(*(int(message.get(name) or 0) for name in ('complete', 'failed', 'retried', 'ongoing')))
+
+    def __add__(self, other: Counters) -> Counters:
+        return Counters(
+            self.complete + other.complete,
+            self.failed + other.failed,
+            self.retried + other.retried,
+            self.ongoing + other.ongoing,
+        )
+
+    @property
+    def jobs_done(self) -> int:
+        """Jobs that went through this worker and left it (what max-jobs-per-child counts)."""
+        return self.complete + self.failed + self.retried
+
+
+def total(counters: Iterable[Counters]) -> Counters:
+    result = Counters()
+    for c in counters:
+        result = result + c
+    return result
+
+
+def retire(totals: Counters, final: Counters) -> Counters:
+    """Fold a dead child's last counters into the supervisor's running totals (nothing is ongoing any more)."""
+    return totals + Counters(final.complete, final.failed, final.retried, 0)
+
+
+def health_check_line(counters: Counters, queued: int, now: datetime) -> str:
+    """arq's `<queue>:health-check` value, so `arq --check` works against a supervised fleet."""
+    return (
+        f'{now:%b-%d %H:%M:%S} j_complete={counters.complete} j_failed={counters.failed} '
+        f'j_retried={counters.retried} j_ongoing={counters.ongoing} queued={queued}'
+    )
+
+
+def health_check_key(queue_name: str, override: str | None = None) -> str:
+    return override or queue_name + health_check_key_suffix
+
+
+def supervisor_key(queue_name: str, host: str, pid: int) -> str:
+    return f'{supervisor_key_prefix}{queue_name}:{host}:{pid}'
+
+
+def default_status_file(queue_name: str) -> Path:
+    """Where the status file lives when --status-file is not given: derived from the queue so `--check` finds it."""
+    safe = ''.join(ch if ch.isalnum() or ch in '-_.' else '_' for ch in queue_name)
+    base = os.environ.get('XDG_RUNTIME_DIR') or tempfile.gettempdir()
+    return Path(base) / f'arq-supervise.{safe}.json'
+
+
+@dataclass(frozen=True, slots=True)
+class ChildStatus:
+    slot: int
+    pid: int
+    state: str
+    complete: int
+    failed: int
+    retried: int
+    ongoing: int
+    held: int
+    memory_mib: float | None
+    heartbeat_age_s: float | None
+    redis_error: str | None
+    restarts: int
+    last_exit: str | None
+
+
+def status_document(
+    *,
+    pid: int,
+    host: str,
+    queue_name: str,
+    state: str,
+    procs: int,
+    totals: Counters,
+    children: list[ChildStatus],
+    now_wall: float,
+) -> dict[str, Any]:
+    """The JSON published as the status file and the per-supervisor key."""
+    return {
+        'pid': pid,
+        'host': host,
+        'queue': queue_name,
+        'state': state,
+        'procs': procs,
+        'ready': sum(1 for c in children if c.state == 'ready'),
+        'updated_at': round(now_wall, 3),
+        'totals': asdict(totals),
+        'children': [asdict(c) for c in children],
+    }
+
+
+def write_status_file(path: Path, document: Mapping[str, Any]) -> None:
+    """Replace the file atomically so a probe never reads half of it."""
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    tmp.write_text(json.dumps(document, indent=1, sort_keys=True) + '\n')
+    os.replace(tmp, path)
+
+
+def check_status(document: Mapping[str, Any], *, now_wall: float, max_age_s: float, pid_alive: bool) -> str | None:
+    """Why the supervisor described by `document` is not healthy, or None when it is alive and fully ready."""
+    if not pid_alive:
+        return f'supervisor pid {document.get("pid")} is not running'
+    age = now_wall - float(document.get('updated_at', 0))
+    if age > max_age_s:
+        return f'status is {age:.1f}s old (limit {max_age_s:.1f}s): supervisor loop stuck?'
+    if document.get('state') != 'running':
+        return f'supervisor is {document.get("state")}'
+    ready, procs = int(document.get('ready', 0)), int(document.get('procs', 0))
+    if ready < procs:
+        return f'{ready}/{procs} children ready'
+    return None
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class HealthPublisher:
+    """Writes the arq-format health line and the per-supervisor key; a Redis outage only delays the next try."""
+
+    def __init__(self, *, queue_name: str, health_key: str, supervisor_key: str, interval_s: float) -> None:
+        self.queue_name = queue_name
+        self.health_key = health_key
+        self.supervisor_key = supervisor_key
+        self.interval_s = interval_s
+        self.failing_since: float | None = None
+
+    def publish(self, client: Any, counters: Counters, document: Mapping[str, Any], now: datetime) -> None:
+        """One round trip for the queue length, one for both keys (TTL: three intervals, so one slow tick is fine)."""
+        queued = int(client.zcard(self.queue_name))
+        ttl_ms = int(self.interval_s * 3 * 1000)
+        pipe = client.pipeline(transaction=False)
+        pipe.set(self.health_key, health_check_line(counters, queued, now), px=ttl_ms)
+        pipe.set(self.supervisor_key, json.dumps({**document, 'queued': queued}), px=ttl_ms)
+        pipe.execute()
+
+    def remove(self, client: Any) -> None:
+        """Remove this supervisor's own key; the shared health line is left to expire (other hosts may write it)."""
+        client.delete(self.supervisor_key)

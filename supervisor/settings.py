@@ -1,0 +1,89 @@
+"""The worker settings class, imported in the parent before any fork so that a bad path fails fast."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from arq.constants import default_queue_name
+from arq.utils import import_string, to_seconds
+
+Deserializer = Callable[[bytes], Any]
+Serializer = Callable[[Any], bytes]
+
+
+class SettingsError(Exception):
+    """The settings class cannot be imported or is not usable: exit code 4, no child started."""
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What the parent needs from arq's settings class, plus the Worker kwargs the children get."""
+
+    path: str
+    worker_kwargs: dict[str, Any] = field(repr=False)
+
+    @property
+    def queue_name(self) -> str:
+        return str(self.worker_kwargs.get('queue_name') or default_queue_name)
+
+    @property
+    def job_completion_wait_s(self) -> float:
+        return to_seconds(self.worker_kwargs.get('job_completion_wait'), 'job_completion_wait') or 0.0
+
+    @property
+    def health_check_key(self) -> str | None:
+        key = self.worker_kwargs.get('health_check_key')
+        return str(key) if key else None
+
+    @property
+    def redis_settings(self) -> Any:
+        return self.worker_kwargs.get('redis_settings')
+
+    @property
+    def job_serializer(self) -> Serializer | None:
+        return self.worker_kwargs.get('job_serializer')
+
+    @property
+    def job_deserializer(self) -> Deserializer | None:
+        return self.worker_kwargs.get('job_deserializer')
+
+    def keep_result_s(self, function_name: str | None) -> float | None:
+        """Seconds to keep a failed job's result (None = forever, 0 = not at all), the function's value first."""
+        forever = bool(self.worker_kwargs.get('keep_result_forever', False))
+        keep = self.worker_kwargs.get('keep_result', 3600)
+        for fn in self.worker_kwargs.get('functions') or ():
+            if getattr(fn, 'name', None) == function_name:
+                forever = bool(getattr(fn, 'keep_result_forever', None) or forever)
+                own = getattr(fn, 'keep_result', None)
+                keep = keep if own is None else own
+        if forever:
+            return None
+        return to_seconds(keep, 'keep_result') or 0.0
+
+
+def load_settings(path: str, *, overrides: dict[str, Any] | None = None) -> WorkerSettings:
+    """Import `module.WorkerSettings` and read it as arq does; raise SettingsError with a one-line reason."""
+    try:
+        settings_cls = import_string(path)
+    except Exception as e:
+        raise SettingsError(f'cannot import settings {path!r}: {type(e).__name__}: {e}') from e
+    try:
+        from arq.worker import get_kwargs
+
+        kwargs = dict(get_kwargs(settings_cls))
+    except Exception as e:
+        raise SettingsError(f'cannot read settings {path!r}: {type(e).__name__}: {e}') from e
+    if not kwargs.get('functions') and not kwargs.get('cron_jobs'):
+        raise SettingsError(f'settings {path!r} define no functions or cron_jobs')
+    queue = kwargs.get('queue_name')
+    if queue is not None and not isinstance(queue, str):
+        raise SettingsError(f'settings {path!r}: queue_name must be a string, not {type(queue).__name__}')
+    kwargs.update(overrides or {})
+    settings = WorkerSettings(path=path, worker_kwargs=kwargs)
+    try:
+        settings.job_completion_wait_s  # noqa: B018 - validates the value's type
+    except TypeError as e:
+        raise SettingsError(f'settings {path!r}: {e}') from e
+    return settings

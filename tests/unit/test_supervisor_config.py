@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from supervisor.config import ConfigError, SupervisorConfig, _cgroup_cpu_quota, available_cpus, lease_for
+
+
+def test_defaults_are_valid_and_lease_outlives_the_tolerated_stall() -> None:
+    config = SupervisorConfig(settings_path='app.WorkerSettings', procs=2)
+    assert config.heartbeat_timeout_s == 10.0
+    # a hung child holds its leases for timeout + interval + tick + dump wait; that must stay within 2/3 of the lease
+    assert config.effective_lease_s * 2 / 3 > 10.0 + 1.0 + 0.5 + 0.5
+    assert SupervisorConfig(settings_path='a.B', procs=1, heartbeat_timeout_s=5).effective_lease_s == 12.0
+
+
+def test_explicit_lease_too_short_for_heartbeat_timeout_is_rejected() -> None:
+    with pytest.raises(ConfigError, match='lease'):
+        SupervisorConfig(settings_path='a.B', procs=1, heartbeat_timeout_s=8, lease_s=12)
+
+
+@pytest.mark.parametrize(
+    'kwargs',
+    [
+        {'procs': 0},
+        {'heartbeat_timeout_s': 1.5},
+        {'tick_s': 0},
+        {'max_jobs_per_child': 0},
+        {'max_memory_per_child_mib': -1},
+        {'job_completion_wait_s': -1},
+        {'settings_path': ''},
+    ],
+)
+def test_invalid_values_are_rejected(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ConfigError):
+        SupervisorConfig(**{'settings_path': 'a.B', 'procs': 1, **kwargs})  # type: ignore[arg-type]
+
+
+def test_lease_for_grows_with_the_heartbeat_timeout() -> None:
+    assert lease_for(3, 1, 0.5, 0.5) == 12.0
+    assert lease_for(30, 1, 0.5, 0.5) > 48
+
+
+def test_cpu_count_respects_cgroup_quota(tmp_path: Path) -> None:
+    cpu_max = tmp_path / 'cpu.max'
+    cpu_max.write_text('150000 100000\n')
+    assert _cgroup_cpu_quota(cpu_max) == 1.5
+    cpu_max.write_text('max 100000\n')
+    assert _cgroup_cpu_quota(cpu_max) is None
+    assert _cgroup_cpu_quota(tmp_path / 'missing') is None
+    assert available_cpus() >= 1
