@@ -237,6 +237,7 @@ class Arbiter:
             child.held.update(_ids(message))
         elif kind == 'settled':
             child.held.difference_update(_ids(message))
+            self.on_counters(child, message)
         elif kind == 'ready':
             self.on_ready(child, now)
         elif kind == 'boot_error':
@@ -246,13 +247,16 @@ class Arbiter:
 
     def on_heartbeat(self, child: Child, message: dict[str, object], now: float) -> None:
         child.last_heartbeat_at = now
-        child.counters = Counters.from_message(message)
         child.held = set(_ids(message, 'held'))
+        self.on_counters(child, message)
         redis_error = message.get('redis_error')
         if redis_error != child.redis_error:
             log = logger.warning if redis_error else logger.info
             log('child redis status slot=%d pid=%d error=%s', child.slot, child.pid, redis_error or 'none')
             child.redis_error = str(redis_error) if redis_error else None
+
+    def on_counters(self, child: Child, message: dict[str, object]) -> None:
+        child.counters = Counters.from_message(message)
         limit = child.recycle_after_jobs
         if limit is not None and child.counters.jobs_done >= limit:
             self.request_replacement(child, StopReason.RECYCLE, f'jobs={child.counters.jobs_done} limit={limit}')
@@ -435,10 +439,14 @@ class Arbiter:
     def drain_child(self, child: Child, reason: StopReason, now: float) -> None:
         if child.is_stopping:
             return
+        # a planned replacement lets running jobs finish even when job_completion_wait is arq's default of 0
+        wait_s = self.job_completion_wait_s
+        if reason is not StopReason.SHUTDOWN:
+            wait_s = max(wait_s, self.config.replace_wait_s)
         child.stop_reason = reason
         child.state = ChildState.DRAINING
-        child.send(health.CMD_DRAIN)
-        child.kill_deadline = now + self.job_completion_wait_s + self.config.stop_margin_s
+        child.send(health.CMD_DRAIN + f' {wait_s:g}'.encode())
+        child.kill_deadline = now + wait_s + self.config.stop_margin_s
         logger.info('draining child slot=%d pid=%d reason=%s', child.slot, child.pid, reason.value)
 
     def request_replacement(self, child: Child, reason: StopReason, why: str) -> None:
@@ -508,8 +516,9 @@ class Arbiter:
     def child_statuses(self, now: float) -> Iterator[ChildStatus]:
         for c in sorted(self.children.values(), key=lambda c: (c.slot, c.started_at)):
             history = self.history.get(c.slot, SlotHistory())
+            state = 'unresponsive' if c.stop_reason in KILLED_FOR_CAUSE else c.state.value
             yield ChildStatus(
-                slot=c.slot, pid=c.pid, state=c.state.value, complete=c.counters.complete,
+                slot=c.slot, pid=c.pid, state=state, complete=c.counters.complete,
                 failed=c.counters.failed, retried=c.counters.retried, ongoing=c.counters.ongoing, held=len(c.held),
                 memory_mib=None if c.memory_mib is None else round(c.memory_mib, 1),
                 heartbeat_age_s=None if c.last_heartbeat_at is None else round(now - c.last_heartbeat_at, 2),

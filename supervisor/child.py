@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import faulthandler
 import logging
+import math
 import os
 import signal
 import socket
@@ -113,7 +114,8 @@ class SupervisedWorker(Worker):
         self.link.send({'type': 'claimed', 'ids': job_ids})
 
     def _notify_settled(self, job_ids: list[str]) -> None:
-        self.link.send({'type': 'settled', 'ids': job_ids})
+        # the counters ride along so the parent can recycle after exactly max-jobs-per-child jobs
+        self.link.send({**ChildRunner.heartbeat(self), 'type': 'settled', 'ids': job_ids})
 
 
 class ChildRunner:
@@ -159,7 +161,7 @@ class ChildRunner:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
-            link.send(self._heartbeat(worker))
+            link.send(self.heartbeat(worker))
         return ExitCode.OK
 
     def _boot_failed(self, link: ParentLink, error: BaseException) -> int:
@@ -175,12 +177,14 @@ class ChildRunner:
         except Exception:
             logger.exception('error while closing the worker slot=%d pid=%d', self.spec.slot, os.getpid())
 
-    def drain(self) -> None:
-        """Finish running jobs (within job_completion_wait) and exit; before READY, just stop booting."""
+    def drain(self, wait_s: float | None = None) -> None:
+        """Finish running jobs (within `wait_s`, else job_completion_wait) and exit; before READY, stop booting."""
         worker, main = self.worker, self.main_task
         if worker is None or main is None or main.done():
             return
         if worker.is_ready:
+            if wait_s is not None:
+                worker.job_completion_wait = math.ceil(wait_s)
             worker.start_drain()
         else:
             main.cancel()
@@ -201,9 +205,9 @@ class ChildRunner:
                 logger.warning('parent went away, draining slot=%d pid=%d', self.spec.slot, os.getpid())
                 self.drain()
                 return
-            command = line.strip()
+            command, _, argument = line.strip().partition(b' ')
             if command == health.CMD_DRAIN:
-                self.drain()
+                self.drain(float(argument) if argument else None)
             elif command == health.CMD_STOP:
                 self.stop()
 
@@ -211,12 +215,12 @@ class ChildRunner:
         assert self.worker is not None
         title = f'arq-supervise: worker {self.spec.slot} [{self.spec.settings.queue_name}]'
         while True:
-            link.send(self._heartbeat(self.worker))
+            link.send(self.heartbeat(self.worker))
             setproctitle.setproctitle(f'{title} j_ongoing={self.worker.jobs_ongoing}')
             await asyncio.sleep(self.spec.heartbeat_interval_s)
 
     @staticmethod
-    def _heartbeat(worker: Worker) -> dict[str, Any]:
+    def heartbeat(worker: Worker) -> dict[str, Any]:
         return {
             'type': 'heartbeat',
             'complete': worker.jobs_complete,

@@ -76,6 +76,8 @@ class SupervisorConfig:
     boot_timeout_s: float = 60.0
     #: the lease the workers keep on their in-progress keys; None derives it from the heartbeat timeout
     lease_s: float | None = None
+    #: job_completion_wait for children drained to be replaced (recycle, reload, scale-down), if larger
+    replace_wait_s: float = 30.0
     #: time given to a draining child beyond job_completion_wait (cancel, re-queue, on_shutdown, close)
     stop_margin_s: float = 5.0
     #: after a second SIGTERM/SIGINT, children get this long to cancel and re-queue before SIGKILL

@@ -5,7 +5,8 @@ Children talk to the parent in JSON lines over their socket. Messages (child →
   {"type": "claimed", "ids": [...]} / {"type": "settled", ...}  in-progress keys now held / no longer held
   {"type": "heartbeat", "complete": n, "failed": n, "retried": n, "ongoing": n, "held": [...], "redis_error": s}
   {"type": "boot_error", "error": "..."}                      last error line before the child gives up booting
-Commands (parent → child) are bare words, one a line: `drain`, `stop`.
+The settled message also carries the heartbeat's counters.
+Commands (parent → child), one a line: `drain <wait seconds>`, `stop`.
 """
 
 from __future__ import annotations

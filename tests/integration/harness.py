@@ -152,8 +152,8 @@ class Supervisor:
 
     def wait_ready(self, procs: int, timeout: float = 15) -> list[int]:
         def check() -> list[int] | None:
-            ready = self.ready_children()
-            return ready if len(ready) == procs and len(self.children()) == procs else None
+            ready = self.ready_children()  # the status file may lag by a tick: it must agree with the OS
+            return ready if len(ready) == procs and self.children() == ready else None
 
         pids: list[int] = wait_until(check, timeout=timeout, message=f'{procs} ready children\n{self.log()[-3000:]}')
         self.seen_pids.update(pids)

@@ -1,0 +1,147 @@
+"""Recycling, scaling, rolling reload, health keys, status file, --check, sd_notify and the pid file."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+from pathlib import Path
+
+import pytest
+
+from tests.integration.harness import Supervisor
+from tests.support.waiting import wait_until
+
+
+def _ready_then_drained(log: str, slot: int, reason: str) -> list[tuple[int, int]]:
+    """(new pid, old pid) pairs for `slot` where the new child was READY before the old one was told to drain."""
+    pairs = []
+    ready_at = {int(m.group(1)): m.start() for m in re.finditer(rf'child ready slot={slot} pid=(\d+)', log)}
+    for m in re.finditer(rf'draining child slot={slot} pid=(\d+) reason={reason}', log):
+        old = int(m.group(1))
+        earlier_ready = [pid for pid, at in ready_at.items() if at < m.start() and pid != old]
+        assert earlier_ready, f'slot {slot}: pid {old} drained before any successor was ready'
+        pairs.append((max(earlier_ready, key=lambda p: ready_at[p]), old))
+    return pairs
+
+
+@pytest.mark.slow
+def test_max_jobs_per_child_recycles_one_child_at_a_time(supervisor: Supervisor) -> None:
+    settings = supervisor.write_settings(max_jobs=1)
+    supervisor.start('--procs', '1', '--max-jobs-per-child', '3', settings=settings)
+    supervisor.wait_ready(1)
+    for i in range(9):
+        supervisor.enqueue('sleeper', f'j{i}', 0.2)
+    wait_until(lambda: len(supervisor.events('finished')) == 9, timeout=30, message='9 jobs finished')
+
+    started = supervisor.events('started')
+    pids = [pid for _, pid, _, _ in started]
+    assert len(set(pids)) >= 3, pids
+    assert all(job_try == 1 for _, _, job_try, _ in started)  # recycling never cancelled a job
+    assert all(pids.count(pid) <= 4 for pid in set(pids))  # 3 jobs, plus one claimed before the limit was seen
+    assert _ready_then_drained(supervisor.log(), 1, 'recycle')
+
+
+def test_ttin_adds_and_ttou_removes_a_child(supervisor: Supervisor) -> None:
+    supervisor.start('--procs', '1', settings=supervisor.write_settings())
+    [first] = supervisor.wait_ready(1)
+    supervisor.signal(signal.SIGTTIN)
+    two = supervisor.wait_ready(2)
+    assert first in two
+    assert supervisor.status()['procs'] == 2
+
+    supervisor.signal(signal.SIGTTOU)
+    [left] = supervisor.wait_ready(1)
+    assert left == first  # the highest slot goes
+    assert 'reason=scale-down' in supervisor.log()
+    supervisor.signal(signal.SIGTERM)
+    assert supervisor.wait(timeout=10) == 0
+
+
+@pytest.mark.slow
+def test_hup_replaces_children_one_by_one_without_losing_a_job(supervisor: Supervisor) -> None:
+    supervisor.start('--procs', '2', settings=supervisor.write_settings(job_completion_wait=10))
+    old = supervisor.wait_ready(2)
+    job_id = supervisor.enqueue('sleeper', 'during-reload', 1.5)
+    supervisor.wait_started('during-reload')
+
+    supervisor.signal(signal.SIGHUP)
+    wait_until(lambda: not set(supervisor.children()) & set(old), timeout=20, message='all old children replaced')
+    new = supervisor.wait_ready(2)
+    assert not set(new) & set(old)
+
+    result = supervisor.result(job_id)
+    assert result is not None and result['s'] is True
+    assert len(supervisor.started('during-reload')) == 1  # it was not cancelled and re-run
+    log = supervisor.log()
+    assert len(_ready_then_drained(log, 1, 'reload')) == 1
+    assert len(_ready_then_drained(log, 2, 'reload')) == 1
+    assert 'reload complete' in log
+
+
+def test_health_key_supervisor_key_and_status_file(supervisor: Supervisor) -> None:
+    supervisor.start('--procs', '2', '--health-interval', '0.5', settings=supervisor.write_settings())
+    pids = supervisor.wait_ready(2)
+    for i in range(4):
+        supervisor.enqueue('quick', f'h{i}')
+    wait_until(lambda: len(supervisor.events('finished')) == 4, message='4 jobs finished')
+
+    health_key = f'{supervisor.queue}:health-check'
+    pattern = r'\w{3}-\d\d \d\d:\d\d:\d\d j_complete=4 j_failed=0 j_retried=0 j_ongoing=0 queued=0'
+    wait_until(
+        lambda: re.fullmatch(pattern, supervisor.redis.get(health_key) or ''),
+        message='the health line counting all children',
+    )
+    assert 0 < supervisor.redis.pttl(health_key) <= 1500
+
+    [key] = supervisor.redis.keys(f'arq:supervisor:{supervisor.queue}:*')
+    assert key.endswith(f':{supervisor.pid}')
+    detail = json.loads(supervisor.redis.get(key))
+    assert detail['pid'] == supervisor.pid
+    assert sorted(c['pid'] for c in detail['children']) == pids
+    assert {c['state'] for c in detail['children']} == {'ready'}
+
+    status = supervisor.status()
+    assert status['state'] == 'running'
+    assert status['ready'] == status['procs'] == 2
+    assert status['totals']['complete'] == 4
+    child = status['children'][0]
+    assert child['memory_mib'] > 1
+    assert child['heartbeat_age_s'] < 3
+
+    check = supervisor.run('--check', settings=supervisor.write_settings())
+    assert check.returncode == 0, check.stderr
+    assert 'healthy: 2/2 children ready' in check.stdout
+
+    supervisor.signal(signal.SIGTERM)
+    assert supervisor.wait(timeout=10) == 0
+    assert supervisor.redis.exists(key) == 0  # our own key is removed; the shared health line just expires
+    assert supervisor.status()['state'] == 'stopped'
+    check = supervisor.run('--check', settings=supervisor.write_settings())
+    assert check.returncode == 1
+    assert 'unhealthy' in check.stderr
+
+
+def test_sd_notify_ready_status_stopping(supervisor: Supervisor, tmp_path: Path) -> None:
+    path = str(tmp_path / 'notify.sock')
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(path)
+        server.settimeout(10)
+        pid_file = tmp_path / 'arq.pid'
+        env = supervisor.env(NOTIFY_SOCKET=path)
+        supervisor.start('--procs', '2', '--pid-file', str(pid_file), settings=supervisor.write_settings(), env=env)
+
+        messages = [server.recv(4096).decode()]
+        while 'READY=1' not in messages[-1]:
+            messages.append(server.recv(4096).decode())
+        assert 'STATUS=2/2 children ready' in messages[-1]
+        assert f'MAINPID={supervisor.pid}' in messages[-1]
+        assert len(supervisor.children()) == 2  # READY only once the children are
+        assert pid_file.read_text().strip() == str(supervisor.pid)
+
+        supervisor.signal(signal.SIGTERM)
+        while 'STOPPING=1' not in messages[-1]:
+            messages.append(server.recv(4096).decode())
+        assert supervisor.wait(timeout=10) == 0
+        assert not pid_file.exists()
