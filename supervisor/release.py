@@ -15,6 +15,8 @@ from typing import Any
 
 import redis
 import redis.sentinel
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from arq.constants import (
     abort_jobs_ss,
@@ -76,6 +78,8 @@ def sync_client(redis_settings: Any) -> redis.Redis:
         'password': get('password'),
         'socket_timeout': SOCKET_TIMEOUT_S,
         'socket_connect_timeout': SOCKET_TIMEOUT_S,
+        # redis-py retries 3 times with backoff by default: that would stall the parent's loop for seconds
+        'retry': Retry(NoBackoff(), 0),
     }
     ssl: dict[str, Any] = {}
     if get('ssl'):

@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
+import redis
 
 from tests.integration.harness import Supervisor
+from tests.support.redis_server import RedisServer
 from tests.support.waiting import wait_until
 
 
@@ -100,3 +103,83 @@ def _alive(pid: int) -> bool:
         return False
     with open(f'/proc/{pid}/stat') as f:  # an unreaped zombie (reparented to init) counts as gone
         return f.read().split(') ')[1][0] != 'Z'
+
+
+STUBBORN = """
+import asyncio as _asyncio
+
+
+async def stubborn(ctx, name):
+    await _record(ctx, 'started', name)
+    while True:
+        try:
+            await _asyncio.sleep(60)
+        except _asyncio.CancelledError:
+            pass  # refuses to be cancelled: only SIGKILL ends it
+
+
+WorkerSettings.functions = [*WorkerSettings.functions, stubborn]
+"""
+
+
+@pytest.mark.slow
+def test_child_past_the_drain_deadline_is_killed_and_its_job_released(supervisor: Supervisor) -> None:
+    settings = supervisor.write_settings(STUBBORN, job_completion_wait=1)
+    supervisor.start('--procs', '1', settings=settings)
+    supervisor.wait_ready(1)
+    job_id = supervisor.enqueue('stubborn', 'stubborn')
+    supervisor.wait_started('stubborn')
+
+    started = time.monotonic()
+    supervisor.signal(signal.SIGTERM)
+    assert supervisor.wait(timeout=15) == 0
+    stop_s = time.monotonic() - started
+    print(f'stop with a job that ignores cancellation took {stop_s:.2f}s (wait 1 s + margin 5 s)')
+    assert 6 <= stop_s < 9
+    log = supervisor.log()
+    assert 'drain deadline passed, killing' in log
+    assert f'job released job_id={job_id} deaths=0' in log  # our kill: not counted against the job
+    assert supervisor.redis.zscore(supervisor.queue, job_id) is not None
+    assert not supervisor.redis.exists(f'arq:in-progress:{job_id}')
+
+
+@pytest.mark.slow
+def test_child_stuck_while_booting_is_killed_and_counts_as_a_boot_failure(supervisor: Supervisor) -> None:
+    settings = supervisor.write_settings(
+        """
+        async def slow_startup(ctx):
+            time.sleep(30)
+
+        WorkerSettings.on_startup = slow_startup
+        """
+    )
+    supervisor.start('--procs', '1', '--boot-timeout', '1', settings=settings)
+    assert supervisor.wait(timeout=20) == 3
+    log = supervisor.log()
+    assert log.count('reason=boot-timeout') == 3
+    assert 'in slow_startup' in log  # the stack dump says where it was stuck
+
+
+@pytest.mark.slow
+def test_redis_outage_keeps_children_alive_and_recovers(supervisor: Supervisor, tmp_path: Path) -> None:
+    own = RedisServer(directory=tmp_path / 'own-redis')
+    own.start()
+    try:
+        supervisor.redis_port = own.port
+        supervisor.db = 0
+        supervisor.redis = redis.Redis(port=own.port, decode_responses=True)
+        supervisor.start('--procs', '2', '--health-interval', '0.5', settings=supervisor.write_settings())
+        pids = supervisor.wait_ready(2)
+
+        own.stop()
+        wait_until(lambda: 'child redis status' in supervisor.log(), timeout=15, message='children report the outage')
+        assert supervisor.children() == pids  # nobody restarted, nobody crashed
+        assert supervisor.status()['state'] == 'running'
+
+        own.start()
+        supervisor.enqueue('quick', 'after-outage')
+        supervisor.wait_started('after-outage', timeout=20)
+        assert supervisor.children() == pids
+        wait_until(lambda: 'health keys written again' in supervisor.log(), timeout=10, message='health restored')
+    finally:
+        own.stop()
