@@ -145,3 +145,59 @@ def test_sd_notify_ready_status_stopping(supervisor: Supervisor, tmp_path: Path)
             messages.append(server.recv(4096).decode())
         assert supervisor.wait(timeout=10) == 0
         assert not pid_file.exists()
+
+
+HOG = """
+_hoard = []
+
+
+async def hog(ctx, name, mib):
+    await _record(ctx, 'started', name)
+    _hoard.append(b'x' * (mib * 2**20))  # touched pages: unique to this process
+
+
+WorkerSettings.functions = [*WorkerSettings.functions, hog]
+"""
+
+
+def test_child_over_the_memory_limit_is_replaced(supervisor: Supervisor) -> None:
+    supervisor.start('--procs', '1', '--max-memory-per-child', '80', settings=supervisor.write_settings(HOG))
+    [first] = supervisor.wait_ready(1)
+    assert supervisor.status()['children'][0]['memory_mib'] < 80
+    supervisor.enqueue('hog', 'hog', 120)
+    supervisor.wait_started('hog')
+
+    wait_until(lambda: first not in supervisor.children(), timeout=15, message='the bloated child replaced')
+    [second] = supervisor.wait_ready(1)
+    assert second != first
+    log = supervisor.log()
+    assert re.search(rf'child to be replaced slot=1 pid={first} reason=memory uss_mib=1\d\d limit=80', log)
+    assert _ready_then_drained(log, 1, 'memory') == [(second, first)]
+
+
+def test_watch_restarts_everything_when_code_changes(supervisor: Supervisor) -> None:
+    settings = supervisor.write_settings()
+    supervisor.start('--procs', '1', '--watch', str(supervisor.tmp_path), settings=settings)
+    [first] = supervisor.wait_ready(1)
+    module = supervisor.tmp_path / f'{supervisor.module}.py'
+    module.write_text(module.read_text() + '\nWorkerSettings.max_jobs = 3\n')
+
+    wait_until(lambda: first not in supervisor.children(), timeout=15, message='old child gone')
+    [second] = supervisor.wait_ready(1)
+    assert second != first
+    assert 'code changed, restarting' in supervisor.log()
+    assert supervisor.proc is not None and supervisor.proc.poll() is None  # same supervisor pid, re-executed
+    supervisor.signal(signal.SIGTERM)
+    assert supervisor.wait(timeout=10) == 0
+
+
+def test_json_logs_one_object_per_line(supervisor: Supervisor) -> None:
+    supervisor.start('--procs', '1', '--log-format', 'json', settings=supervisor.write_settings())
+    [child] = supervisor.wait_ready(1)
+    supervisor.signal(signal.SIGTERM)
+    assert supervisor.wait(timeout=10) == 0
+    records = [json.loads(line) for line in supervisor.log().splitlines()]
+    roles = {(r['role'], r['pid']) for r in records}
+    assert ('supervisor', supervisor.pid) in roles
+    assert ('worker 1', child) in roles
+    assert any(r['message'].startswith('child ready slot=1') for r in records)
