@@ -102,9 +102,11 @@ class Supervisor:
         env.update(extra)
         return env
 
-    def start(self, *args: str, settings: str | None = None, env: dict[str, str] | None = None) -> Supervisor:
+    def start(
+        self, *args: str, settings: str | None = None, env: dict[str, str] | None = None, prefix: tuple[str, ...] = ()
+    ) -> Supervisor:
         settings = settings or self.write_settings()
-        command = [sys.executable, '-m', 'supervisor', '--status-file', str(self.status_file), *args, settings]
+        command = [*prefix, sys.executable, '-m', 'supervisor', '--status-file', str(self.status_file), *args, settings]
         self.log_file = self.log_path.open('ab')
         self.proc = subprocess.Popen(
             command, cwd=self.tmp_path, env=env or self.env(), stdout=self.log_file, stderr=subprocess.STDOUT,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import redis
 
@@ -183,3 +185,42 @@ def test_redis_outage_keeps_children_alive_and_recovers(supervisor: Supervisor, 
         wait_until(lambda: 'health keys written again' in supervisor.log(), timeout=10, message='health restored')
     finally:
         own.stop()
+
+
+ORPHANS = """
+import subprocess as _subprocess
+
+
+async def orphan_maker(ctx, name):
+    await _record(ctx, 'started', name)
+    # the shell exits at once; its background sleep is re-parented to PID 1, which must reap it
+    _subprocess.run(['sh', '-c', 'sleep 0.2 &'], check=True)
+
+
+WorkerSettings.functions = [*WorkerSettings.functions, orphan_maker]
+"""
+
+
+def _can_unshare() -> bool:
+    try:
+        return subprocess.run(['unshare', '-fp', 'true'], capture_output=True, timeout=5).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _can_unshare(), reason='needs unshare(1) and permission to create a PID namespace')
+def test_as_pid_1_it_reaps_orphans_it_did_not_start(supervisor: Supervisor) -> None:
+    settings = supervisor.write_settings(ORPHANS)
+    supervisor.start('-v', '--procs', '1', settings=settings, prefix=('unshare', '-fp', '--kill-child'))
+    wait_until(lambda: supervisor.status().get('ready') == 1, message=f'ready as PID 1\n{supervisor.log()}')
+    assert supervisor.status()['pid'] == 1
+    [arbiter] = psutil.Process(supervisor.pid).children()
+
+    supervisor.enqueue('orphan_maker', 'orphans')
+    supervisor.wait_log('reaped a process we did not start')
+    zombies = [p for p in arbiter.children() if p.status() == psutil.STATUS_ZOMBIE]
+    assert not zombies
+
+    os.kill(arbiter.pid, signal.SIGTERM)
+    assert supervisor.wait(timeout=10) == 0

@@ -123,13 +123,13 @@ def test_health_key_supervisor_key_and_status_file(supervisor: Supervisor) -> No
     assert 'unhealthy' in check.stderr
 
 
-def test_sd_notify_ready_status_stopping(supervisor: Supervisor, tmp_path: Path) -> None:
+def test_sd_notify_ready_watchdog_reloading_stopping(supervisor: Supervisor, tmp_path: Path) -> None:
     path = str(tmp_path / 'notify.sock')
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
         server.bind(path)
         server.settimeout(10)
         pid_file = tmp_path / 'arq.pid'
-        env = supervisor.env(NOTIFY_SOCKET=path)
+        env = supervisor.env(NOTIFY_SOCKET=path, WATCHDOG_USEC='1000000')
         supervisor.start('--procs', '2', '--pid-file', str(pid_file), settings=supervisor.write_settings(), env=env)
 
         messages = [server.recv(4096).decode()]
@@ -139,6 +139,15 @@ def test_sd_notify_ready_status_stopping(supervisor: Supervisor, tmp_path: Path)
         assert f'MAINPID={supervisor.pid}' in messages[-1]
         assert len(supervisor.children()) == 2  # READY only once the children are
         assert pid_file.read_text().strip() == str(supervisor.pid)
+
+        while 'WATCHDOG=1' not in messages[-1]:  # every WATCHDOG_USEC / 2
+            messages.append(server.recv(4096).decode())
+
+        supervisor.signal(signal.SIGHUP)
+        while 'RELOADING=1' not in messages[-1]:
+            messages.append(server.recv(4096).decode())
+        while 'READY=1' not in messages[-1]:  # again, once every child has been replaced
+            messages.append(server.recv(4096).decode())
 
         supervisor.signal(signal.SIGTERM)
         while 'STOPPING=1' not in messages[-1]:
