@@ -131,7 +131,7 @@ class Arbiter:
                 self.loop()
         except Exception:
             logger.exception('unhandled exception in arbiter')
-            self.kill_all()
+            self.terminate_all()
             self.exit_code = ExitCode.UNEXPECTED
         finally:
             self.finish()
@@ -376,9 +376,10 @@ class Arbiter:
         child.signal(signal.SIGKILL)
         child.sigkill_sent = True
 
-    def kill_all(self) -> None:
+    def terminate_all(self) -> None:
+        """Last resort when the loop itself failed: children drain on SIGTERM (and on losing us) by themselves."""
         for child in self.children.values():
-            child.signal(signal.SIGKILL)
+            child.signal(signal.SIGTERM)
 
     # --- keeping the right children ---
 

@@ -200,7 +200,10 @@ class ChildRunner:
 
     async def _commands(self, link: ParentLink) -> None:
         while True:
-            line = await link.reader.readline()
+            try:
+                line = await link.reader.readline()
+            except (OSError, ValueError):  # reset, or a line longer than the stream limit: treat as a lost parent
+                line = b''
             if not line:
                 logger.warning('parent went away, draining slot=%d pid=%d', self.spec.slot, os.getpid())
                 self.drain()

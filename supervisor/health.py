@@ -11,6 +11,7 @@ Commands (parent → child), one a line: `drain <wait seconds>`, `stop`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -145,9 +146,16 @@ def status_document(
 
 def write_status_file(path: Path, document: Mapping[str, Any]) -> None:
     """Replace the file atomically so a probe never reads half of it."""
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    tmp.write_text(json.dumps(document, indent=1, sort_keys=True) + '\n')
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)  # O_EXCL: no symlink games
+    try:
+        with os.fdopen(fd, 'w') as f:
+            f.write(json.dumps(document, indent=1, sort_keys=True) + '\n')
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def check_status(document: Mapping[str, Any], *, now_wall: float, max_age_s: float, pid_alive: bool) -> str | None:
