@@ -6,6 +6,8 @@ import json
 import re
 import signal
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -113,6 +115,7 @@ def test_health_key_supervisor_key_and_status_file(supervisor: Supervisor) -> No
     check = supervisor.run('--check', settings=supervisor.write_settings())
     assert check.returncode == 0, check.stderr
     assert 'healthy: 2/2 children ready' in check.stdout
+    assert _arq_check(supervisor) == 0  # the published arq's own probe reads our line
 
     supervisor.signal(signal.SIGTERM)
     assert supervisor.wait(timeout=10) == 0
@@ -121,6 +124,13 @@ def test_health_key_supervisor_key_and_status_file(supervisor: Supervisor) -> No
     check = supervisor.run('--check', settings=supervisor.write_settings())
     assert check.returncode == 1
     assert 'unhealthy' in check.stderr
+    wait_until(lambda: _arq_check(supervisor) == 1, message='the health line expired')
+
+
+def _arq_check(supervisor: Supervisor) -> int:
+    command = [sys.executable, '-m', 'arq', '--check', f'{supervisor.module}.WorkerSettings']
+    done = subprocess.run(command, cwd=supervisor.tmp_path, env=supervisor.env(), capture_output=True, timeout=30)
+    return done.returncode
 
 
 def test_sd_notify_ready_watchdog_reloading_stopping(supervisor: Supervisor, tmp_path: Path) -> None:
