@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import functools
 import logging
@@ -11,22 +10,19 @@ import signal
 import socket
 import time
 from collections import deque
-from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import datetime
 from time import monotonic
 
 import psutil  # type: ignore[import-untyped]
-import redis
 
 from supervisor import health, logs
 from supervisor.child import DUMP_SIGNAL, ChildSpec, run_child
 from supervisor.config import SupervisorConfig
 from supervisor.exits import ExitCode
 from supervisor.health import ChildStatus, Counters, HealthPublisher
-from supervisor.notify import sd_notify, watchdog_interval_s
+from supervisor.notify import sd_notify
 from supervisor.process import Child, ChildState, ExitInfo, StopReason, describe_exit, fork_child, oom_kill_count
-from supervisor.release import JobReleaser, RedisLink
+from supervisor.release import JobReleaser, RedisLink, ReleaseQueue
+from supervisor.reporting import Reporter, Snapshot
 from supervisor.restart import BackoffPolicy, SlotHistory, after_exit, recycle_limit, should_halt
 from supervisor.settings import WorkerSettings
 from supervisor.signals import SignalQueue
@@ -45,16 +41,6 @@ class State(enum.Enum):
     RUNNING = 'running'
     DRAINING = 'draining'
     STOPPED = 'stopped'
-
-
-@dataclass
-class PendingRelease:
-    """Jobs of a dead child that could not be released (Redis down); retried until their leases may have lapsed."""
-
-    job_ids: list[str]
-    death: str
-    count_death: bool
-    give_up_at: float
 
 
 class Arbiter:
@@ -95,30 +81,23 @@ class Arbiter:
         self.burst_done: set[int] = set()
         self.retired = Counters()
         self.replacements: deque[tuple[int, StopReason]] = deque()
-        self.pending_releases: list[PendingRelease] = []
         self.signals = SignalQueue()
         self.redis = RedisLink(settings.redis_settings)
-        self.releaser = JobReleaser(self.redis, settings)
+        self.releases = ReleaseQueue(JobReleaser(self.redis, settings), retry_for_s=config.effective_lease_s / 2)
         self.pid = os.getpid()
         self.host = socket.gethostname()
         self.job_completion_wait_s = (
             config.job_completion_wait_s if config.job_completion_wait_s is not None else settings.job_completion_wait_s
         )
         queue = settings.queue_name
-        self.publisher = HealthPublisher(
+        publisher = HealthPublisher(
             queue_name=queue,
             health_key=health.health_check_key(queue, settings.health_check_key),
             supervisor_key=health.supervisor_key(queue, self.host, self.pid),
             interval_s=config.health_interval_s,
         )
-        self.status_file = config.status_file or health.default_status_file(queue)
-        self.next_status_at = 0.0
-        self.next_health_at = 0.0
-        self.watchdog_s = watchdog_interval_s()
-        self.next_watchdog_at = 0.0
-        self.notified_ready = False
-        self.reloading = False
-        self.last_sd_status = ''
+        status_file = config.status_file or health.default_status_file(queue)
+        self.reporter = Reporter(config, self.redis, publisher, status_file)
 
     # --- the loop ---
 
@@ -299,7 +278,7 @@ class Arbiter:
         log('child exited slot=%d pid=%d status="%s" jobs_held=%d ran_s=%.1f', child.slot, child.pid, info,
             len(child.held), now - child.started_at)  # fmt: skip
         if child.held and not info.is_clean:
-            self.release(sorted(child.held), info, count_death=crashed, now=now)
+            self.releases.release(sorted(child.held), death=info.text, count_death=crashed, now=now)
         self.history[child.slot] = after_exit(
             self.backoff, self.history.get(child.slot, SlotHistory()),
             now=now, ready_at=child.ready_at, crashed=crashed, description=str(info),
@@ -324,22 +303,6 @@ class Arbiter:
                          self.boot_failures, reason)  # fmt: skip
             self.exit_code = ExitCode.BOOT_ERROR
             self.shutdown(now)
-
-    def release(self, job_ids: list[str], info: ExitInfo, *, count_death: bool, now: float) -> None:
-        pending = PendingRelease(job_ids, info.text, count_death, now + self.config.effective_lease_s / 2)
-        self.try_release(pending)
-
-    def try_release(self, pending: PendingRelease) -> bool:
-        try:
-            results = self.releaser.release(pending.job_ids, death=pending.death, count_death=pending.count_death)
-        except redis.RedisError as e:
-            logger.warning('could not release jobs, will retry job_ids=%s error=%s', pending.job_ids, e)
-            if pending not in self.pending_releases:
-                self.pending_releases.append(pending)
-            return False
-        for r in results:
-            logger.info('job %s job_id=%s deaths=%d', r.outcome, r.job_id, r.deaths)
-        return True
 
     # --- deadlines ---
 
@@ -491,17 +454,13 @@ class Arbiter:
         return self.retired + health.total(c.counters for c in self.children.values())
 
     def publish(self, now: float) -> None:
-        if now >= self.next_status_at:
-            self.next_status_at = now + self.config.status_interval_s
+        if self.reporter.status_due(now):
             self.measure_memory()
-            self.write_status(now)
-            self.notify_systemd()
-        if now >= self.next_health_at:
-            self.next_health_at = now + self.config.health_interval_s
-            self.publish_redis(now)
-        if self.watchdog_s is not None and now >= self.next_watchdog_at:
-            self.next_watchdog_at = now + self.watchdog_s
-            sd_notify('WATCHDOG=1')
+            self.reporter.write_status(self.snapshot(now))
+        if self.reporter.health_due(now):
+            self.releases.retry(now)
+            self.reporter.publish_health(now, self.snapshot(now))
+        self.reporter.keep_watchdog_fed(now)
 
     def measure_memory(self) -> None:
         """Unique memory (USS) per child: what recycling it would free, unlike peak RSS."""
@@ -514,77 +473,34 @@ class Arbiter:
             if limit is not None and child.state is ChildState.READY and child.memory_mib > limit:
                 self.request_replacement(child, StopReason.MEMORY, f'uss_mib={child.memory_mib:.0f} limit={limit:g}')
 
-    def child_statuses(self, now: float) -> Iterator[ChildStatus]:
-        for c in sorted(self.children.values(), key=lambda c: (c.slot, c.started_at)):
-            history = self.history.get(c.slot, SlotHistory())
-            state = 'unresponsive' if c.stop_reason in KILLED_FOR_CAUSE else c.state.value
-            yield ChildStatus(
-                slot=c.slot, pid=c.pid, state=state, complete=c.counters.complete,
-                failed=c.counters.failed, retried=c.counters.retried, ongoing=c.counters.ongoing, held=len(c.held),
-                memory_mib=None if c.memory_mib is None else round(c.memory_mib, 1),
-                heartbeat_age_s=None if c.last_heartbeat_at is None else round(now - c.last_heartbeat_at, 2),
-                redis_error=c.redis_error, restarts=history.restarts, last_exit=history.last_exit,
-            )  # fmt: skip
-
-    def status_document(self, now: float) -> dict[str, object]:
-        return health.status_document(
+    def snapshot(self, now: float) -> Snapshot:
+        return Snapshot(
             pid=self.pid,
             host=self.host,
             queue_name=self.settings.queue_name,
             state=self.state.value,
             procs=self.target_procs,
             totals=self.totals(),
-            children=list(self.child_statuses(now)),
-            now_wall=time.time(),
+            children=[self.child_status(c, now) for c in sorted(self.children.values(), key=lambda c: c.started_at)],
         )
 
-    def write_status(self, now: float) -> None:
-        try:
-            health.write_status_file(self.status_file, self.status_document(now))
-        except OSError as e:
-            logger.warning('cannot write status file path=%s error=%s', self.status_file, e)
-
-    def publish_redis(self, now: float) -> None:
-        for pending in list(self.pending_releases):
-            if now >= pending.give_up_at:
-                logger.warning('gave up releasing jobs, their leases expire by themselves job_ids=%s', pending.job_ids)
-                self.pending_releases.remove(pending)
-            elif self.try_release(pending):
-                self.pending_releases.remove(pending)
-        try:
-            self.publisher.publish(self.redis.client, self.totals(), self.status_document(now), datetime.now())
-        except redis.RedisError as e:
-            if self.publisher.failing_since is None:
-                self.publisher.failing_since = now
-                logger.warning('cannot write health keys to redis error=%s', e)
-            self.redis.drop()
-            return
-        if self.publisher.failing_since is not None:
-            logger.info('health keys written again after %.0fs', now - self.publisher.failing_since)
-            self.publisher.failing_since = None
-
-    def notify_systemd(self) -> None:
-        ready = sum(1 for c in self.children.values() if c.state is ChildState.READY)
-        totals = self.totals()
-        status = f'{ready}/{self.target_procs} children ready, {totals.ongoing} jobs running, {totals.complete} done'
-        if self.state is State.RUNNING and not self.notified_ready and ready >= self.target_procs:
-            self.notified_ready = True
-            logger.info('all children ready procs=%d', self.target_procs)
-            sd_notify('READY=1', f'STATUS={status}', f'MAINPID={self.pid}')
-        elif status != self.last_sd_status:
-            sd_notify(f'STATUS={status}')
-        self.last_sd_status = status
+    def child_status(self, c: Child, now: float) -> ChildStatus:
+        history = self.history.get(c.slot, SlotHistory())
+        state = 'unresponsive' if c.stop_reason in KILLED_FOR_CAUSE else c.state.value
+        return ChildStatus(
+            slot=c.slot, pid=c.pid, state=state, complete=c.counters.complete,
+            failed=c.counters.failed, retried=c.counters.retried, ongoing=c.counters.ongoing, held=len(c.held),
+            memory_mib=None if c.memory_mib is None else round(c.memory_mib, 1),
+            heartbeat_age_s=None if c.last_heartbeat_at is None else round(now - c.last_heartbeat_at, 2),
+            redis_error=c.redis_error, restarts=history.restarts, last_exit=history.last_exit,
+        )  # fmt: skip
 
     def finish(self) -> None:
         """Leave no trace that says we are alive: final status, our Redis key gone, pending releases tried."""
         self.state = State.STOPPED
         now = monotonic()
-        for pending in self.pending_releases:
-            if now < pending.give_up_at:
-                self.try_release(pending)
-        self.write_status(now)
-        with contextlib.suppress(redis.RedisError):
-            self.publisher.remove(self.redis.client)
+        self.releases.retry(now)
+        self.reporter.finish(self.snapshot(now))
         self.redis.drop()
 
 

@@ -195,3 +195,47 @@ class JobReleaser:
 
 def _times(deaths: int) -> str:
     return {1: 'once', 2: 'twice'}.get(deaths, f'{deaths} times')
+
+
+@dataclass
+class PendingRelease:
+    job_ids: list[str]
+    death: str
+    count_death: bool
+    give_up_at: float
+
+
+class ReleaseQueue:
+    """Releases at once when Redis answers; otherwise keeps trying until the dead child's leases may have lapsed.
+
+    Past that point an in-progress key may belong to a worker that claimed the job since, so it must not be deleted.
+    """
+
+    def __init__(self, releaser: JobReleaser, retry_for_s: float) -> None:
+        self.releaser = releaser
+        self.retry_for_s = retry_for_s
+        self.pending: list[PendingRelease] = []
+
+    def release(self, job_ids: list[str], *, death: str, count_death: bool, now: float) -> None:
+        pending = PendingRelease(job_ids, death, count_death, now + self.retry_for_s)
+        if not self._try(pending):
+            self.pending.append(pending)
+
+    def retry(self, now: float) -> None:
+        for pending in list(self.pending):
+            if now >= pending.give_up_at:
+                logger.warning('gave up releasing jobs, their leases expire by themselves job_ids=%s', pending.job_ids)
+                self.pending.remove(pending)
+            elif self._try(pending):
+                self.pending.remove(pending)
+
+    def _try(self, pending: PendingRelease) -> bool:
+        try:
+            results = self.releaser.release(pending.job_ids, death=pending.death, count_death=pending.count_death)
+        except redis.RedisError as e:
+            logger.warning('could not release jobs, will retry job_ids=%s error=%s', pending.job_ids, e)
+            self.releaser.link.drop()
+            return False
+        for r in results:
+            logger.info('job %s job_id=%s deaths=%d', r.outcome, r.job_id, r.deaths)
+        return True
