@@ -98,6 +98,7 @@ class Arbiter:
         )
         status_file = config.status_file or health.default_status_file(queue)
         self.reporter = Reporter(config, self.redis, publisher, status_file)
+        self.reloading = False
 
     # --- the loop ---
 
