@@ -32,6 +32,7 @@ logger = logging.getLogger('arq.connections')
 
 # results are fetched in chunks of this many keys, so neither SCAN nor MGET blocks Redis for long
 _SCAN_COUNT = 1000
+_UNCAPPED_CONNECTIONS = 2**31
 
 
 @dataclass
@@ -259,7 +260,9 @@ def _pool_factory(settings: RedisSettings) -> Callable[..., ArqRedis]:
     common: dict[str, Any] = {
         'ssl': settings.ssl,
         'retry': settings.retry,
-        'max_connections': settings.max_connections,
+        # redis-py 6+ caps a pool at 100 connections and then raises; arq (on redis-py < 6) had no cap, and its users
+        # gather() thousands of enqueues, so keep that unless the settings ask for a cap
+        'max_connections': settings.max_connections or _UNCAPPED_CONNECTIONS,
     }
     if settings.retry_on_error:
         common['retry_on_error'] = list(settings.retry_on_error)

@@ -14,7 +14,7 @@ import logging
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, tzinfo
+from datetime import datetime, tzinfo
 from typing import Any, cast
 
 from redis.exceptions import RedisError
@@ -602,7 +602,9 @@ class Worker(JobExecution):
 
     async def _run_cron(self) -> None:
         now = datetime.now(tz=self.timezone)
-        window = timedelta(seconds=max(self.poll_delay_s, 0.5) * 2)
+        # compare instants, not wall clocks: datetimes sharing a zone compare by wall time, ignoring DST's fold
+        now_ts = now.timestamp()
+        cutoff_ts = now_ts + max(self.poll_delay_s, 0.5) * 2
         enqueues = []
         for cron_job in self.cron_jobs:
             if cron_job.next_run is None:
@@ -611,18 +613,19 @@ class Worker(JobExecution):
                 else:
                     cron_job.calculate_next(now)
                     continue
-            if cron_job.next_run < now + window:
+            next_run = cron_job.next_run
+            if next_run.timestamp() < cutoff_ts:
                 if cron_job.job_id:
                     job_id: str | None = cron_job.job_id
                 else:
-                    job_id = f'{cron_job.name}:{to_unix_ms(cron_job.next_run)}' if cron_job.unique else None
-                defer_until = cron_job.next_run if cron_job.next_run > now else None
+                    job_id = f'{cron_job.name}:{to_unix_ms(next_run)}' if cron_job.unique else None
+                defer_until = next_run if next_run.timestamp() > now_ts else None
                 enqueues.append(
                     self.pool.enqueue_job(
                         cron_job.name, _job_id=job_id, _queue_name=self.queue_name, _defer_until=defer_until
                     )
                 )
-                cron_job.calculate_next(cron_job.next_run)
+                cron_job.calculate_next(next_run)
         if enqueues:
             await asyncio.gather(*enqueues)
 
