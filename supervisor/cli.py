@@ -39,6 +39,7 @@ e.g. ARQ_SUPERVISE_PROCS=4 or ARQ_SUPERVISE_MAX_JOBS_PER_CHILD=1000.
 @click.option('--burst', is_flag=True, help='Children exit when the queue is empty; then the supervisor exits.')
 @click.option('--fail-on-job-failure', is_flag=True, help='With --burst: exit 1 if any job failed.')
 @click.option('--check', is_flag=True, help='Exit 0 if the supervisor for SETTINGS is alive and all children ready.')
+@click.option('--status', is_flag=True, help='Print the state of every child, then exit as --check does.')
 @click.option('--watch', 'watch_path', type=click.Path(exists=True, file_okay=False, path_type=Path),
               help='Restart when a .py file under this directory changes (development).')  # fmt: skip
 @click.option('--job-completion-wait', type=click.FloatRange(min=0), help='Seconds; overrides the settings.')
@@ -58,15 +59,17 @@ e.g. ARQ_SUPERVISE_PROCS=4 or ARQ_SUPERVISE_MAX_JOBS_PER_CHILD=1000.
 @click.option('--pid-file', type=click.Path(dir_okay=False, path_type=Path), help='Write the supervisor pid here.')
 @click.option('-v', '--verbose', is_flag=True, help='Debug logging.')
 @click.option('--log-format', type=click.Choice(['text', 'json']), default='text')
-def cli(settings_path: str, check: bool, job_completion_wait: float | None, max_memory_per_child: float | None,
-        heartbeat_timeout: float, boot_timeout: float, health_interval: float, procs: int | None,
-        **options: Any) -> None:  # fmt: skip
+def cli(settings_path: str, check: bool, status: bool, job_completion_wait: float | None,
+        max_memory_per_child: float | None, heartbeat_timeout: float, boot_timeout: float, health_interval: float,
+        procs: int | None, **options: Any) -> None:  # fmt: skip
     logs.configure(options['log_format'], options['verbose'])
     if os.getcwd() not in sys.path:  # as `arq` does: settings modules are found relative to where we run
         sys.path.append(os.getcwd())
+    if (check or status) and options['status_file']:  # a probe that imports no application code: cheap to run often
+        raise SystemExit(run_check(options['status_file'], verbose=status))
     settings = _load(settings_path)
-    if check:
-        raise SystemExit(run_check(options['status_file'] or health.default_status_file(settings.queue_name)))
+    if check or status:
+        raise SystemExit(run_check(health.default_status_file(settings.queue_name), verbose=status))
     try:
         config = SupervisorConfig(
             settings_path=settings_path,
@@ -102,13 +105,15 @@ def _supervise(config: SupervisorConfig, settings: WorkerSettings) -> int:
     return Arbiter(config, settings).run()
 
 
-def run_check(status_file: Path) -> int:
+def run_check(status_file: Path, verbose: bool = False) -> int:
     """0 when the status file shows a live supervisor with every child ready, else 1 (and why, on stderr)."""
     try:
         document = json.loads(status_file.read_text())
     except (OSError, ValueError) as e:
         click.echo(f'arq-supervise: unhealthy: cannot read status file {status_file}: {e}', err=True)
         return 1
+    if verbose:
+        click.echo(format_status(document))
     max_age_s = max(5.0, 3 * float(document.get('status_interval_s', 1.0)))
     problem = health.check_status(
         document, now_wall=time.time(), max_age_s=max_age_s, pid_alive=health.pid_alive(int(document.get('pid', 0)))
@@ -118,6 +123,25 @@ def run_check(status_file: Path) -> int:
         return 1
     click.echo(f'arq-supervise: healthy: {document["ready"]}/{document["procs"]} children ready')
     return 0
+
+
+def format_status(document: dict[str, Any]) -> str:
+    totals = document.get('totals', {})
+    lines = [
+        f'supervisor pid={document.get("pid")} host={document.get("host")} queue={document.get("queue")} '
+        f'state={document.get("state")} ready={document.get("ready")}/{document.get("procs")} '
+        f'complete={totals.get("complete")} failed={totals.get("failed")} retried={totals.get("retried")}',
+        f'{"slot":>4} {"pid":>8} {"state":<12} {"ongoing":>7} {"complete":>8} {"failed":>6} {"mem MiB":>8} '
+        f'{"beat s":>6} {"restarts":>8}  last exit',
+    ]
+    for c in document.get('children', []):
+        lines.append(
+            f'{c["slot"]:>4} {c["pid"]:>8} {c["state"]:<12} {c["ongoing"]:>7} {c["complete"]:>8} {c["failed"]:>6} '
+            f'{c["memory_mib"] if c["memory_mib"] is not None else "-":>8} '
+            f'{c["heartbeat_age_s"] if c["heartbeat_age_s"] is not None else "-":>6} {c["restarts"]:>8}  '
+            f'{c["last_exit"] or "-"}'
+        )
+    return '\n'.join(lines)
 
 
 @contextlib.contextmanager

@@ -116,6 +116,10 @@ def test_health_key_supervisor_key_and_status_file(supervisor: Supervisor) -> No
     assert check.returncode == 0, check.stderr
     assert 'healthy: 2/2 children ready' in check.stdout
     assert _arq_check(supervisor) == 0  # the published arq's own probe reads our line
+    status_out = supervisor.run('--status', 'not.imported')  # with --status-file no application code is imported
+    assert status_out.returncode == 0, status_out.stderr
+    assert 'state=running ready=2/2 complete=4' in status_out.stdout
+    assert len(status_out.stdout.strip().splitlines()) == 5  # summary, header, a line per child, verdict
 
     supervisor.signal(signal.SIGTERM)
     assert supervisor.wait(timeout=10) == 0
