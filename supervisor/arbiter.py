@@ -403,6 +403,9 @@ class Arbiter:
 
     def drain_child(self, child: Child, reason: StopReason, now: float) -> None:
         if child.is_stopping:
+            if reason is StopReason.SHUTDOWN and child.kill_deadline is not None:  # a replacement's longer wait
+                shutdown_deadline = now + self.job_completion_wait_s + self.config.stop_margin_s
+                child.kill_deadline = min(child.kill_deadline, shutdown_deadline)
             return
         # a planned replacement lets running jobs finish even when job_completion_wait is arq's default of 0
         wait_s = self.job_completion_wait_s

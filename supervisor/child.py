@@ -66,6 +66,9 @@ def run_child(spec: ChildSpec, sock: socket.socket) -> NoReturn:
 def _prepare_process(spec: ChildSpec) -> None:
     reset_all_handlers()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # until the event loop installs the drain handler, a stray SIGTERM must not kill us; losing the parent
+    # in that window is still noticed, through EOF on its socket
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with_parent()
     if os.getppid() != spec.parent_pid:  # the parent died between fork and prctl
         raise SystemExit(ExitCode.UNEXPECTED)
