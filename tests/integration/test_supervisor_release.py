@@ -1,0 +1,139 @@
+"""The parent's release of a dead child's jobs, called directly against the real redis-server (no processes)."""
+
+from __future__ import annotations
+
+import pickle
+import time
+from typing import Any
+
+import redis
+
+from arq.connections import RedisSettings
+from arq.jobs import deserialize_result, serialize_job
+from supervisor.release import JobReleaser, RedisLink, ReleaseQueue
+from supervisor.settings import WorkerSettings
+from tests.support.redis_server import RedisServer
+
+
+def _settings(redis_server: RedisServer, db: int, queue: str, **kwargs: Any) -> WorkerSettings:
+    redis_settings = RedisSettings(port=redis_server.port, database=db)
+    return WorkerSettings('x.WorkerSettings', {'queue_name': queue, 'redis_settings': redis_settings, **kwargs})
+
+
+def _claimed_job(r: redis.Redis, queue: str, job_id: str, job_try: int = 1) -> None:
+    """A job as a worker holds it: queued, payload present, retry counter raised, in-progress key leased."""
+    r.psetex(f'arq:job:{job_id}', 60_000, serialize_job('crunch', (1, 2), {'k': 'v'}, None, 1_700_000_000_000))
+    r.zadd(queue, {job_id: 1_700_000_000_000})
+    r.set(f'arq:retry:{job_id}', job_try)
+    r.psetex(f'arq:in-progress:{job_id}', 12_000, b'1')
+
+
+def _releaser(settings: WorkerSettings) -> JobReleaser:
+    return JobReleaser(RedisLink(settings.redis_settings), settings)
+
+
+def test_first_death_releases_the_job_at_once(
+    redis_server: RedisServer, redis_db: int, sync_redis: redis.Redis, queue_name: str
+) -> None:
+    _claimed_job(sync_redis, queue_name, 'j1')
+    [released] = _releaser(_settings(redis_server, redis_db, queue_name)).release(
+        ['j1'], death='killed by SIGKILL', count_death=True
+    )
+    assert (released.outcome, released.deaths) == ('released', 1)
+    assert not sync_redis.exists('arq:in-progress:j1')
+    assert sync_redis.zscore(queue_name, 'j1') is not None
+    assert sync_redis.get('arq:deaths:j1') == b'1'
+    assert 0 < sync_redis.pttl('arq:deaths:j1') <= 86_400_000
+
+
+def test_a_death_we_caused_is_not_counted(
+    redis_server: RedisServer, redis_db: int, sync_redis: redis.Redis, queue_name: str
+) -> None:
+    _claimed_job(sync_redis, queue_name, 'j1')
+    [released] = _releaser(_settings(redis_server, redis_db, queue_name)).release(
+        ['j1'], death='killed by SIGKILL', count_death=False
+    )
+    assert (released.outcome, released.deaths) == ('released', 0)
+    assert not sync_redis.exists('arq:in-progress:j1', 'arq:deaths:j1')
+
+
+def test_jobs_no_longer_held_are_left_alone(
+    redis_server: RedisServer, redis_db: int, sync_redis: redis.Redis, queue_name: str
+) -> None:
+    _claimed_job(sync_redis, queue_name, 'finished')
+    sync_redis.zrem(queue_name, 'finished')  # its finish was committed just before the death
+    _claimed_job(sync_redis, queue_name, 'lapsed')
+    sync_redis.delete('arq:in-progress:lapsed')  # lease gone: maybe someone else's to claim now
+    results = _releaser(_settings(redis_server, redis_db, queue_name)).release(
+        ['finished', 'lapsed'], death='killed by SIGKILL', count_death=True
+    )
+    assert [r.outcome for r in results] == ['not-held', 'not-held']
+    assert sync_redis.exists('arq:in-progress:finished') == 1
+    assert not sync_redis.exists('arq:deaths:finished', 'arq:deaths:lapsed')
+
+
+def test_second_death_fails_the_job_with_an_arq_result(
+    redis_server: RedisServer, redis_db: int, sync_redis: redis.Redis, queue_name: str
+) -> None:
+    releaser = _releaser(_settings(redis_server, redis_db, queue_name, keep_result=120))
+    _claimed_job(sync_redis, queue_name, 'poison')
+    releaser.release(['poison'], death='killed by SIGKILL', count_death=True)
+    _claimed_job(sync_redis, queue_name, 'poison', job_try=2)
+    before_ms = time.time() * 1000
+    [failed] = releaser.release(['poison'], death='killed by SIGKILL', count_death=True)
+
+    assert (failed.outcome, failed.deaths) == ('failed', 2)
+    result = deserialize_result(sync_redis.get('arq:result:poison'))  # type: ignore[arg-type]
+    assert result.success is False
+    assert type(result.result).__name__ == 'JobExecutionFailed'
+    assert str(result.result) == 'worker killed by SIGKILL while running this job, twice'
+    assert (result.function, result.args, result.kwargs, result.job_try) == ('crunch', (1, 2), {'k': 'v'}, 2)
+    assert result.queue_name == queue_name
+    assert result.finish_time.timestamp() * 1000 >= before_ms - 1000
+    assert 0 < sync_redis.pttl('arq:result:poison') <= 120_000
+    assert sync_redis.zscore(queue_name, 'poison') is None
+    gone = ['arq:job:poison', 'arq:retry:poison', 'arq:in-progress:poison', 'arq:deaths:poison']
+    assert not sync_redis.exists(*gone)
+
+
+def test_failed_result_follows_keep_result_forever_and_zero(
+    redis_server: RedisServer, redis_db: int, sync_redis: redis.Redis, queue_name: str
+) -> None:
+    for job_id, kwargs, ttl in (('forever', {'keep_result_forever': True}, -1), ('none', {'keep_result': 0}, -2)):
+        releaser = _releaser(_settings(redis_server, redis_db, queue_name, **kwargs))
+        _claimed_job(sync_redis, queue_name, job_id)
+        sync_redis.set(f'arq:deaths:{job_id}', 1)
+        [failed] = releaser.release([job_id], death='exited with code 13', count_death=True)
+        assert failed.outcome == 'failed'
+        assert sync_redis.pttl(f'arq:result:{job_id}') == ttl
+        assert sync_redis.zscore(queue_name, job_id) is None
+
+
+def test_unreadable_payload_still_fails_the_job(
+    redis_server: RedisServer, redis_db: int, sync_redis: redis.Redis, queue_name: str
+) -> None:
+    _claimed_job(sync_redis, queue_name, 'garbled')
+    sync_redis.set('arq:job:garbled', b'not a pickle')
+    sync_redis.set('arq:deaths:garbled', 1)
+    [failed] = _releaser(_settings(redis_server, redis_db, queue_name)).release(
+        ['garbled'], death='killed by SIGSEGV', count_death=True
+    )
+    assert failed.outcome == 'failed'
+    result = pickle.loads(sync_redis.get('arq:result:garbled'))  # type: ignore[arg-type]
+    assert result['f'] == '<unknown>'
+    assert str(result['r']) == 'worker killed by SIGSEGV while running this job, twice'
+
+
+def test_release_queue_retries_while_redis_is_down_then_gives_up(
+    redis_server: RedisServer, redis_db: int, queue_name: str
+) -> None:
+    down = WorkerSettings(
+        'x.WorkerSettings', {'queue_name': queue_name, 'redis_settings': RedisSettings(port=1, database=redis_db)}
+    )
+    queue = ReleaseQueue(_releaser(down), retry_for_s=6.0)
+    queue.release(['j1'], death='killed by SIGKILL', count_death=True, now=100.0)
+    assert len(queue.pending) == 1
+    queue.retry(now=103.0)
+    assert len(queue.pending) == 1
+    queue.retry(now=106.0)  # the lease may have lapsed and been re-claimed: never delete it now
+    assert queue.pending == []
