@@ -23,6 +23,7 @@ from arq.constants import (
     in_progress_key_prefix,
     job_deaths_key_prefix,
     job_key_prefix,
+    nudge_channel_prefix,
     result_key_prefix,
     retry_key_prefix,
 )
@@ -34,8 +35,9 @@ SOCKET_TIMEOUT_S = 2.0
 DEATHS_TTL_MS = 86_400_000
 MAX_JOB_DEATHS = 2
 
-# KEYS: queue, in-progress, deaths, job, retry; ARGV: job id, count this death (1/0), max deaths, deaths ttl ms
-# returns {0} nothing held, {1, deaths} released, {2, deaths, payload, try} to be failed by the caller
+# KEYS: queue, in-progress, deaths, job, retry; ARGV: job id, count this death (1/0), max deaths, deaths ttl ms,
+# nudge channel; returns {0} nothing held, {1, deaths} released, {2, deaths, payload, try} to be failed by the caller.
+# A release publishes on the queue's nudge channel, so idle workers claim the job now rather than at their next poll.
 RELEASE_LUA = """
 if not redis.call('zscore', KEYS[1], ARGV[1]) then return {0} end
 if redis.call('exists', KEYS[2]) == 0 then return {0} end
@@ -48,6 +50,7 @@ if deaths >= tonumber(ARGV[3]) then
   return {2, deaths, redis.call('get', KEYS[4]), redis.call('get', KEYS[5])}
 end
 redis.call('del', KEYS[2])
+redis.call('publish', ARGV[5], '')
 return {1, deaths}
 """
 
@@ -139,11 +142,12 @@ class JobReleaser:
         client = self.link.client
         script = client.register_script(RELEASE_LUA)
         queue = self.settings.queue_name
+        nudge = nudge_channel_prefix + queue
         results = []
         for job_id in sorted(job_ids):
             keys = [queue, in_progress_key_prefix + job_id, job_deaths_key_prefix + job_id,
                     job_key_prefix + job_id, retry_key_prefix + job_id]  # fmt: skip
-            reply = script(keys=keys, args=[job_id, int(count_death), self.max_deaths, DEATHS_TTL_MS])
+            reply = script(keys=keys, args=[job_id, int(count_death), self.max_deaths, DEATHS_TTL_MS, nudge])
             code = int(reply[0])
             if code == 0:
                 results.append(Released(job_id, 'not-held'))

@@ -67,7 +67,7 @@ class WorkerSettings:
     functions = [quick, sleeper, crasher, blocker]
     redis_settings = RedisSettings(port={port}, database={db})
     queue_name = QUEUE
-    poll_delay = 0.1
+    poll_delay = {poll_delay}
     max_jobs = {max_jobs}
     job_completion_wait = {job_completion_wait}
 """
@@ -90,9 +90,11 @@ class Supervisor:
 
     # --- setup ---
 
-    def write_settings(self, extra: str = '', *, max_jobs: int = 10, job_completion_wait: float = 0) -> str:
+    def write_settings(
+        self, extra: str = '', *, max_jobs: int = 10, job_completion_wait: float = 0, poll_delay: float = 0.1
+    ) -> str:
         body = JOBS.format(queue=self.queue, port=self.redis_port, db=self.db, max_jobs=max_jobs,
-                           job_completion_wait=job_completion_wait)  # fmt: skip
+                           job_completion_wait=job_completion_wait, poll_delay=poll_delay)  # fmt: skip
         (self.tmp_path / f'{self.module}.py').write_text(body + textwrap.dedent(extra))
         return f'{self.module}.WorkerSettings'
 

@@ -18,7 +18,8 @@ from tests.support.waiting import wait_until
 
 
 def test_sigkilled_child_is_replaced_and_its_job_runs_again_within_2s(supervisor: Supervisor) -> None:
-    supervisor.start('--procs', '2', settings=supervisor.write_settings())
+    # a 5 s poll: the other child must be woken by the release's nudge, not find the job by polling
+    supervisor.start('--procs', '2', settings=supervisor.write_settings(poll_delay=5))
     supervisor.wait_ready(2)
     job_id = supervisor.enqueue('sleeper', 'victim', 1)
     [(_, victim_pid, _, _)] = supervisor.wait_started('victim')
