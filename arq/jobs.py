@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from redis.asyncio.client import PubSub
 
@@ -302,7 +302,8 @@ def deserialize_job_raw(
         raise DeserializationError('unable to deserialize job: args must be a sequence and kwargs a dict')
     if not isinstance(enqueue_time_ms, int | float) or (job_try is not None and not isinstance(job_try, int)):
         raise DeserializationError('unable to deserialize job: malformed enqueue time or job try')
-    return function, tuple(args), kwargs, job_try, int(enqueue_time_ms)
+    # args stay as the serializer returned them (msgpack gives a list), as arq leaves them
+    return function, cast(tuple[Any, ...], args), kwargs, job_try, int(enqueue_time_ms)
 
 
 def deserialize_job(r: bytes, *, deserializer: Deserializer | None = None) -> JobDef:

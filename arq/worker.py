@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Any, cast
 
+from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from . import scripts
@@ -264,6 +265,8 @@ class Worker(JobExecution):
         self._last_abort_poll = 0.0
         self._closed = False
         self._background: list[asyncio.Task[None]] = []
+        self._background_stopped = False
+        self._nudge_pubsub: PubSub | None = None
 
     # --- public state, for arq's API and for a supervisor's heartbeats ---
 
@@ -347,6 +350,7 @@ class Worker(JobExecution):
         if self.on_startup:
             await self.on_startup(self.ctx)
         self._notify_ready()
+        await self._subscribe_to_nudges()
         with self._signal_handlers():
             self._background = [
                 asyncio.create_task(self._keep_leases()),
@@ -356,9 +360,18 @@ class Worker(JobExecution):
                 await self._poll_loop()
                 await self._wait_for_jobs()
             finally:
-                for task in self._background:
-                    task.cancel()
-                await asyncio.gather(*self._background, return_exceptions=True)
+                await self._stop_background()
+
+    async def _stop_background(self) -> None:
+        self._background_stopped = True
+        for task in self._background:
+            task.cancel()
+        _, pending = await asyncio.wait(self._background, timeout=0.5)
+        # redis-py can swallow a cancellation that lands while a pub/sub connection is being set up (only after a
+        # reconnect here): closing the connection unblocks the listener, and the wait is bounded either way
+        await self._close_nudges()
+        if pending:
+            await asyncio.wait(pending, timeout=1.0)
 
     async def _poll_loop(self) -> None:
         backoff = _BACKOFF_START_S
@@ -403,6 +416,9 @@ class Worker(JobExecution):
         return self._queued == 0 and not self.tasks
 
     def _next_wait_s(self) -> float:
+        if self._free_slots() == 0 and not self._stopping:
+            # every slot is busy: a finishing job wakes the loop; until then only housekeeping is due
+            return max(self.poll_delay_s, 0.5)
         wait_s = self.poll_delay_s
         if self._next_score is not None:
             wait_s = min(wait_s, max((self._next_score - timestamp_ms()) / 1000, 0))
@@ -412,7 +428,9 @@ class Worker(JobExecution):
 
     async def _sleep_unless_woken(self, timeout_s: float) -> None:
         wake = cast(asyncio.Event, self._wake)
-        if not wake.is_set() and timeout_s > 0:
+        if wake.is_set() or timeout_s <= 0:
+            await asyncio.sleep(0)  # always yield, so a zero poll_delay cannot starve the jobs
+        else:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout_s):
                     await wake.wait()
@@ -542,27 +560,50 @@ class Worker(JobExecution):
                     keys=[self.queue_name], args=[self.lease_ms, in_progress_key_prefix, *self._held]
                 )
             except _TRANSIENT as e:
+                _reraise_if_cancelling()
                 logger.warning('could not refresh job leases: %s: %s', e.__class__.__name__, e)
                 continue
             if lapsed:
                 logger.warning('%d job leases had lapsed (event loop blocked or Redis unreachable); renewed', lapsed)
 
+    async def _subscribe_to_nudges(self) -> None:
+        """Subscribe to our queue's nudge channel; on failure the listener tries again later."""
+        pubsub = self.pool.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(nudge_channel_prefix + self.queue_name)
+        except _TRANSIENT as e:
+            logger.debug('could not subscribe to nudges: %s', e)
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            return
+        self._nudge_pubsub = pubsub
+        cast(asyncio.Event, self._wake).set()  # something may have been enqueued while unsubscribed
+
     async def _listen_for_nudges(self) -> None:
         """Wake the poll loop when a job is enqueued (our enqueue_job publishes), so pickup does not wait."""
         backoff = _BACKOFF_START_S
-        while True:
+        while not self._background_stopped:
             try:
-                async with self.pool.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.subscribe(nudge_channel_prefix + self.queue_name)
+                if self._nudge_pubsub is None:
+                    await self._subscribe_to_nudges()
+                if self._nudge_pubsub is None:
+                    raise ConnectionError('not subscribed')
+                async for message in self._nudge_pubsub.listen():
                     backoff = _BACKOFF_START_S
-                    cast(asyncio.Event, self._wake).set()  # something may have been enqueued while unsubscribed
-                    async for message in pubsub.listen():
-                        if message['type'] == 'message' and self._free_slots():
-                            cast(asyncio.Event, self._wake).set()
+                    if message['type'] == 'message' and self._free_slots():
+                        cast(asyncio.Event, self._wake).set()
             except _TRANSIENT as e:
+                _reraise_if_cancelling()
                 logger.debug('nudge subscription lost: %s; resubscribing in %0.1fs', e, backoff)
+                await self._close_nudges()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX_S)
+
+    async def _close_nudges(self) -> None:
+        pubsub, self._nudge_pubsub = self._nudge_pubsub, None
+        if pubsub is not None:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _poll_aborts(self) -> None:
         now = asyncio.get_running_loop().time()
@@ -729,6 +770,18 @@ class Worker(JobExecution):
             f'<Worker j_complete={self.jobs_complete} j_failed={self.jobs_failed} j_retried={self.jobs_retried} '
             f'j_ongoing={len(self.tasks)}>'
         )
+
+
+def _reraise_if_cancelling() -> None:
+    """
+    Raise CancelledError if the current task was asked to stop.
+
+    Closing a redis-py connection while a cancellation unwinds can raise a ConnectionError that replaces the
+    CancelledError; a retry loop catching it would then carry on forever, ignoring the cancel.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError()
 
 
 def health_check_line(now: datetime, complete: int, failed: int, retried: int, ongoing: int, queued: int) -> str:
