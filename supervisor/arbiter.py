@@ -191,7 +191,9 @@ class Arbiter:
         if self.state is not State.RUNNING:
             return
         self.state = State.DRAINING
-        sd_notify('STOPPING=1', f'STATUS=draining {len(self.children)} children')
+        # systemd's TimeoutStopSec may be shorter than our drain: ask for the time the drain can take
+        extend_us = int((self.job_completion_wait_s + self.config.stop_margin_s + 1) * 1_000_000)
+        sd_notify('STOPPING=1', f'STATUS=draining {len(self.children)} children', f'EXTEND_TIMEOUT_USEC={extend_us}')
         for child in list(self.children.values()):
             self.drain_child(child, StopReason.SHUTDOWN, now)
 

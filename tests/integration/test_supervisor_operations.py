@@ -166,6 +166,7 @@ def test_sd_notify_ready_watchdog_reloading_stopping(supervisor: Supervisor, tmp
         supervisor.signal(signal.SIGTERM)
         while 'STOPPING=1' not in messages[-1]:
             messages.append(server.recv(4096).decode())
+        assert 'EXTEND_TIMEOUT_USEC=6000000' in messages[-1]  # job_completion_wait 0 + margin 5 + 1
         assert supervisor.wait(timeout=10) == 0
         assert not pid_file.exists()
 
