@@ -200,10 +200,12 @@ class JobExecution:
         start_ms = timestamp_ms()
         hook_error = await self._call_hook('on_job_start', self.on_job_start, ctx, job_id)
 
-        extra = f' try={claim.job_try}' if claim.job_try > 1 else ''
-        if start_ms - score > 1200:
-            extra += f' delayed={(start_ms - score) / 1000:0.2f}s'
-        logger.info('%6.2fs → %s(%s)%s', (start_ms - enqueue_time_ms) / 1000, ref, args_to_string(args, kwargs), extra)
+        if logger.isEnabledFor(logging.INFO):
+            extra = f' try={claim.job_try}' if claim.job_try > 1 else ''
+            if start_ms - score > 1200:
+                extra += f' delayed={(start_ms - score) / 1000:0.2f}s'
+            delay_s = (start_ms - enqueue_time_ms) / 1000
+            logger.info('%6.2fs → %s(%s)%s', delay_s, ref, args_to_string(args, kwargs), extra)
 
         timeout_s = self.job_timeout_s if function.timeout_s is None else function.timeout_s
         outcome: BaseException | None = hook_error
@@ -252,8 +254,9 @@ class JobExecution:
         job_id = claim.job_id
         t = (finished_ms - start_ms) / 1000
         if outcome is None:
-            result_str = '' if result is None or not self.log_results else truncate(_safe_repr(result))
-            logger.info('%6.2fs ← %s ● %s', t, ref, result_str)
+            if logger.isEnabledFor(logging.INFO):
+                result_str = '' if result is None or not self.log_results else truncate(_safe_repr(result))
+                logger.info('%6.2fs ← %s ● %s', t, ref, result_str)
             self.jobs_complete += 1
             return Settlement(job_id, 'f'), True
         if self.retry_jobs and isinstance(outcome, Retry):

@@ -9,7 +9,9 @@ import sys
 from typing import Any
 
 import click
+from redis.exceptions import RedisError
 
+from .connections import RedisSettings
 from .logs import default_log_config
 from .settings import SettingsError, load_settings
 from .utils import import_string
@@ -47,15 +49,16 @@ def cli(
         raise click.ClickException(str(e)) from None
     logging.config.dictConfig(log_config)
 
-    if check:
-        sys.exit(check_health(settings))
     if watch:
         sys.exit(watch_reload(watch, sys.argv))
     kwargs = {} if burst is None else {'burst': burst}
     try:
+        if check:
+            sys.exit(check_health(settings))
         run_worker(settings, **kwargs)
-    except (ConnectionError, OSError) as e:
-        raise click.ClickException(f'could not connect to Redis: {e}') from None
+    except (RedisError, OSError) as e:
+        where = getattr(settings, 'redis_settings', None) or RedisSettings()
+        raise click.ClickException(f'could not connect to Redis at {where.describe()}: {e}') from None
 
 
 def watch_reload(path: str, argv: list[str]) -> int:

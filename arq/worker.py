@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import signal
@@ -383,6 +384,12 @@ class Worker(JobExecution):
                 await self._sleep_unless_woken(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX_S)
                 continue
+            except Exception:
+                # a bug or bad data (a cron enqueue, a hook of ours) must not kill the worker and its running jobs
+                logger.exception('unexpected error in the worker loop; carrying on in %0.1fs', backoff)
+                await self._sleep_unless_woken(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                continue
             if self.redis_error is not None:
                 logger.info('redis connection restored')
                 self.redis_error = None
@@ -494,13 +501,11 @@ class Worker(JobExecution):
         for claim in claims:
             task = asyncio.create_task(self.run_claimed_job(claim))
             self.tasks[claim.job_id] = task
-            task.add_done_callback(self._job_done)
+            task.add_done_callback(functools.partial(self._job_done, claim.job_id))
 
-    def _job_done(self, task: asyncio.Task[None]) -> None:
-        for job_id, t in self.tasks.items():
-            if t is task:
-                del self.tasks[job_id]
-                break
+    def _job_done(self, job_id: str, task: asyncio.Task[None]) -> None:
+        if self.tasks.get(job_id) is task:
+            del self.tasks[job_id]
         if self._wake is not None:
             self._wake.set()
 
