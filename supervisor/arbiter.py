@@ -13,6 +13,7 @@ from collections import deque
 from time import monotonic
 
 import psutil  # type: ignore[import-untyped]
+import setproctitle
 
 from supervisor import health, logs
 from supervisor.child import DUMP_SIGNAL, ChildSpec, run_child
@@ -106,6 +107,7 @@ class Arbiter:
         logger.info('starting supervisor pid=%d procs=%d queue=%s settings=%s job_completion_wait=%.1fs lease=%.1fs',
                     self.pid, self.target_procs, self.settings.queue_name, self.settings.path,
                     self.job_completion_wait_s, self.config.effective_lease_s)  # fmt: skip
+        setproctitle.setproctitle(f'arq-supervise: supervisor [{self.settings.queue_name}] {self.settings.path}')
         try:
             with self.signals.installed(HANDLED_SIGNALS):
                 self.loop()

@@ -18,6 +18,8 @@ def test_children_start_with_titles_and_share_one_queue(supervisor: Supervisor) 
     titles = sorted(' '.join(psutil.Process(pid).cmdline()) for pid in pids)
     assert titles[0].startswith(f'arq-supervise: worker 1 [{supervisor.queue}]')
     assert titles[1].startswith(f'arq-supervise: worker 2 [{supervisor.queue}]')
+    parent_title = ' '.join(psutil.Process(supervisor.pid).cmdline())
+    assert parent_title.startswith(f'arq-supervise: supervisor [{supervisor.queue}] {supervisor.module}.WorkerSettings')
 
     for i in range(12):
         supervisor.enqueue('sleeper', f'job{i}', 0.2)
