@@ -12,6 +12,7 @@ import redis
 from arq.connections import ArqRedis, RedisSettings
 from arq.worker import async_check_health
 from tests.support.redis_server import RedisServer
+from tests.support.waiting import async_wait_until
 from tests.worker.helpers import WorkerFactory, run_arq_cli, wait_worker_ready, write_settings_module
 
 HEALTH_LINE = (
@@ -54,7 +55,6 @@ async def test_health_check_counts_jobs(
         return tuple(int(g) for g in match.groups()) if match else None
 
     worker.start(w)
-    from tests.support.waiting import async_wait_until
 
     async def settled() -> tuple[int, ...] | None:
         c = counters()
