@@ -296,7 +296,7 @@ def cron(
     else:
         function = coroutine
     if not inspect.iscoroutinefunction(function):
-        raise TypeError(f'{function!r} is not a coroutine function')
+        raise RuntimeError(f'{function!r} is not a coroutine function')
     return CronJob(
         name=name or 'cron:' + function.__qualname__,
         coroutine=function,

@@ -258,6 +258,7 @@ class Worker(JobExecution):
         self._stopping = False
         self._shutdown_cancel = False
         self._drain_deadline: float | None = None
+        self._stop_reason = 'request'
         self._queued: int | None = None
         self._next_score: int | None = None
         self._last_health_check = 0.0
@@ -403,17 +404,27 @@ class Worker(JobExecution):
         if self.allow_abort_jobs:
             await self._poll_aborts()
         await self._record_health()
-        if self.cron_jobs:
-            await self._run_cron()
+        if self.cron_jobs and await self._run_cron():
+            self._queued = None  # a cron job was just enqueued: a burst worker must not stop before running it
 
     def _should_exit(self) -> bool:
         if not self._stopping:
             return False
         if self._drain_deadline is not None and not self._shutdown_cancel:
+            timed_out = asyncio.get_running_loop().time() >= self._drain_deadline
+            if self.tasks and not timed_out:
+                return False
+            logger.info(
+                'shutdown on %s, wait complete ◆ %d jobs complete ◆ %d failed ◆ %d retries ◆ %d ongoing to cancel',
+                self._stop_reason,
+                self.jobs_complete,
+                self.jobs_failed,
+                self.jobs_retried,
+                len(self.tasks),
+            )
             if not self.tasks:
                 return True
-            if asyncio.get_running_loop().time() >= self._drain_deadline:
-                self._cancel_running('wait complete')
+            self._cancel_running('wait complete')
             return False
         return True
 
@@ -646,7 +657,8 @@ class Worker(JobExecution):
             logger.info('recording health: %s', info)
             self._last_health_check_log = log_suffix
 
-    async def _run_cron(self) -> None:
+    async def _run_cron(self) -> int:
+        """Enqueue the cron jobs that are due; returns how many were enqueued."""
         now = datetime.now(tz=self.timezone)
         # compare instants, not wall clocks: datetimes sharing a zone compare by wall time, ignoring DST's fold
         now_ts = now.timestamp()
@@ -674,17 +686,22 @@ class Worker(JobExecution):
                 cron_job.calculate_next(next_run)
         if enqueues:
             await asyncio.gather(*enqueues)
+        return len(enqueues)
 
     # --- stopping ---
 
-    def start_drain(self) -> None:
-        """Stop claiming; let running jobs finish within job_completion_wait, then cancel (re-queue) the rest."""
+    def start_drain(self, wait_s: float | None = None) -> None:
+        """
+        Stop claiming; let running jobs finish within `wait_s` (default: job_completion_wait), then cancel the rest,
+        which go back to the queue.
+        """
         if self._stopping:
             return
         self._stopping = True
         self.allow_pick_jobs = False
-        if self.job_completion_wait > 0:
-            self._drain_deadline = asyncio.get_running_loop().time() + self.job_completion_wait
+        wait_s = self.job_completion_wait if wait_s is None else wait_s
+        if wait_s > 0:
+            self._drain_deadline = asyncio.get_running_loop().time() + wait_s
         else:
             self._cancel_running('stopping')
         self._wake_up()
@@ -711,6 +728,7 @@ class Worker(JobExecution):
 
     def handle_sig(self, signum: int) -> None:
         sig = signal.Signals(signum)
+        self._stop_reason = sig.name
         if self._stopping:
             logger.info('second %s: stopping now', sig.name)
             self.stop_now()

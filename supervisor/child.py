@@ -12,7 +12,6 @@ import contextlib
 import ctypes
 import faulthandler
 import logging
-import math
 import os
 import signal
 import socket
@@ -186,9 +185,7 @@ class ChildRunner:
         if worker is None or main is None or main.done():
             return
         if worker.is_ready:
-            if wait_s is not None:
-                worker.job_completion_wait = math.ceil(wait_s)
-            worker.start_drain()
+            worker.start_drain(wait_s)
         else:
             main.cancel()
 

@@ -259,9 +259,9 @@ def test_cron_rejects_a_plain_function() -> None:
     def not_async(ctx: dict[Any, Any]) -> None:
         pass
 
-    with pytest.raises(TypeError, match='is not a coroutine function'):
+    with pytest.raises(RuntimeError, match='is not a coroutine function'):
         cron(not_async)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match='is not a coroutine function'):
+    with pytest.raises(RuntimeError, match='is not a coroutine function'):
         cron('os.getcwd')
 
 
