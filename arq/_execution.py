@@ -122,6 +122,13 @@ class JobExecution:
     async def _settle(self, settlement: Settlement) -> None:  # pragma: no cover - provided by Worker
         raise NotImplementedError
 
+    def _notify_job_finished(self, function: str, outcome: str, duration_s: float, lag_ms: int) -> None:
+        """
+        A job ran: outcome is complete, failed, retried or aborted; lag is its start minus its score.
+
+        A no-op here; a supervisor overrides it to export per-function metrics.
+        """
+
     async def run_claimed_job(self, claim: Claim) -> None:
         """Run a job whose lease we hold and settle it; never raises (a bug here must not kill the worker)."""
         try:
@@ -226,6 +233,8 @@ class JobExecution:
         finished_ms = timestamp_ms()
 
         settlement, success = self._classify(claim, function, ref, outcome, result, start_ms, finished_ms)
+        label = _outcome_label(settlement, success, outcome)
+        self._notify_job_finished(function.name, label, (finished_ms - start_ms) / 1000, start_ms - score)
         await self._call_hook('on_job_end', self.on_job_end, ctx, job_id)
         if settlement.op == 'f':
             keep_ms = self._keep_result_ms(function)
@@ -383,6 +392,16 @@ async def _call_with_timeout(
 ) -> Any:
     async with asyncio.timeout(timeout_s):
         return await function.coroutine(ctx, *args, **kwargs)
+
+
+def _outcome_label(settlement: Settlement, success: bool, outcome: BaseException | None) -> str:
+    if success:
+        return 'complete'
+    if settlement.op != 'f':
+        return 'retried'
+    if isinstance(outcome, asyncio.CancelledError):
+        return 'aborted'
+    return 'failed'
 
 
 def _safe_repr(value: Any) -> str:
