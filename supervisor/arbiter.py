@@ -9,7 +9,7 @@ import os
 import signal
 import socket
 import time
-from collections import deque
+from collections import Counter, deque
 from time import monotonic
 
 import psutil  # type: ignore[import-untyped]
@@ -20,6 +20,8 @@ from supervisor.child import DUMP_SIGNAL, ChildSpec, run_child
 from supervisor.config import SupervisorConfig
 from supervisor.exits import ExitCode
 from supervisor.health import ChildStatus, Counters, HealthPublisher
+from supervisor.metrics import FleetView, JobStats, MetricsServer
+from supervisor.metrics import render as render_metrics
 from supervisor.notify import sd_notify
 from supervisor.process import Child, ChildState, ExitInfo, StopReason, describe_exit, fork_child, oom_kill_count
 from supervisor.release import JobReleaser, RedisLink, ReleaseQueue
@@ -81,6 +83,9 @@ class Arbiter:
         self.boot_failures = 0
         self.burst_done: set[int] = set()
         self.retired = Counters()
+        self.retired_stats = JobStats()
+        self.restarts_by_cause: Counter[str] = Counter()
+        self.metrics: MetricsServer | None = None
         self.replacements: deque[tuple[int, StopReason]] = deque()
         self.signals = SignalQueue()
         self.redis = RedisLink(settings.redis_settings)
@@ -109,6 +114,7 @@ class Arbiter:
                     self.job_completion_wait_s, self.config.effective_lease_s)  # fmt: skip
         setproctitle.setproctitle(f'arq-supervise: supervisor [{self.settings.queue_name}] {self.settings.path}')
         try:
+            self.start_metrics()
             with self.signals.installed(HANDLED_SIGNALS):
                 self.loop()
         except Exception:
@@ -135,7 +141,11 @@ class Arbiter:
                 return
             self.publish(now)
             fds = [c.fileno() for c in self.children.values() if not c.eof]
+            if self.metrics is not None:
+                fds += self.metrics.filenos()
             received, readable = self.signals.wait(fds, self.next_wakeup_s(monotonic()))
+            if self.metrics is not None:
+                self.metrics.handle(readable)
 
     def next_wakeup_s(self, now: float) -> float:
         deadlines = [c.kill_deadline for c in self.children.values() if c.kill_deadline is not None]
@@ -231,6 +241,8 @@ class Arbiter:
 
     def on_heartbeat(self, child: Child, message: dict[str, object], now: float) -> None:
         child.last_heartbeat_at = now
+        if message.get('stats') is not None:
+            child.stats = JobStats.from_wire(message['stats'])
         child.held = set(_ids(message, 'held'))
         self.on_counters(child, message)
         redis_error = message.get('redis_error')
@@ -279,6 +291,8 @@ class Arbiter:
         info = describe_exit(status, requested=child.stop_reason, oom_killed=oom)
         crashed = (child.stop_reason is None and not info.is_clean) or child.stop_reason in KILLED_FOR_CAUSE
         self.retired = health.retire(self.retired, child.counters)
+        self.retired_stats.add(child.stats)
+        self.restarts_by_cause[_exit_cause(child.stop_reason, crashed)] += 1
         log = logger.warning if crashed else logger.info
         log('child exited slot=%d pid=%d status="%s" jobs_held=%d ran_s=%.1f', child.slot, child.pid, info,
             len(child.held), now - child.started_at)  # fmt: skip
@@ -404,6 +418,8 @@ class Arbiter:
         self.signals.forget_in_child()
         for child in self.children.values():
             child.sock.close()
+        if self.metrics is not None:
+            self.metrics.close()
 
     def drain_child(self, child: Child, reason: StopReason, now: float) -> None:
         if child.is_stopping:
@@ -458,6 +474,30 @@ class Arbiter:
 
     # --- health ---
 
+    def start_metrics(self) -> None:
+        if self.config.metrics_port is None:
+            return
+        self.metrics = MetricsServer(self.config.metrics_port, self.render_metrics, self.is_live, self.is_ready)
+        logger.info('serving metrics port=%d', self.metrics.port)
+
+    def render_metrics(self) -> bytes:
+        stats = JobStats()
+        stats.add(self.retired_stats)
+        for child in self.children.values():
+            stats.add(child.stats)
+        states = Counter(self.child_status(c, monotonic()).state for c in self.children.values())
+        memory = {c.slot: c.memory_mib for c in self.children.values() if c.memory_mib is not None}
+        view = FleetView(stats, self.reporter.publisher.last_queued, states, self.restarts_by_cause, memory)
+        return render_metrics(lambda: view)
+
+    def is_live(self) -> bool:
+        """The parent's loop answers and at least one child is heartbeating."""
+        return any(c.state is ChildState.READY for c in self.children.values())
+
+    def is_ready(self) -> bool:
+        ready = sum(1 for c in self.children.values() if c.state is ChildState.READY and not c.is_stopping)
+        return self.state is State.RUNNING and ready >= self.target_procs
+
     def totals(self) -> Counters:
         return self.retired + health.total(c.counters for c in self.children.values())
 
@@ -510,6 +550,14 @@ class Arbiter:
         self.releases.retry(now)
         self.reporter.finish(self.snapshot(now))
         self.redis.drop()
+        if self.metrics is not None:
+            self.metrics.close()
+
+
+def _exit_cause(reason: StopReason | None, crashed: bool) -> str:
+    if reason is not None:
+        return reason.value
+    return 'crash' if crashed else 'exit'
 
 
 def _ids(message: dict[str, object], name: str = 'ids') -> list[str]:

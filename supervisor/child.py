@@ -25,6 +25,7 @@ import uvloop
 from arq.worker import Worker
 from supervisor import health, logs
 from supervisor.exits import ExitCode
+from supervisor.metrics import JobStats
 from supervisor.settings import WorkerSettings
 from supervisor.signals import reset_all_handlers
 
@@ -107,6 +108,10 @@ class SupervisedWorker(Worker):
 
     link: ParentLink
     is_ready: bool = False
+    stats: JobStats
+
+    def _notify_job_finished(self, function: str, outcome: str, duration_s: float, lag_ms: int) -> None:
+        self.stats.record(function, outcome, duration_s, lag_ms)
 
     def _notify_ready(self) -> None:
         self.is_ready = True
@@ -144,6 +149,7 @@ class ChildRunner:
         except Exception as e:
             return self._boot_failed(link, e)
         worker.link = link
+        worker.stats = JobStats()
         self.worker = worker
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.drain)
@@ -232,4 +238,5 @@ class ChildRunner:
             'ongoing': worker.jobs_ongoing,
             'held': sorted(worker.held_job_ids),
             'redis_error': worker.redis_error,
+            'stats': worker.stats.to_wire() if isinstance(worker, SupervisedWorker) else None,
         }

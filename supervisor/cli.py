@@ -57,6 +57,8 @@ e.g. ARQ_SUPERVISE_PROCS=4 or ARQ_SUPERVISE_MAX_JOBS_PER_CHILD=1000.
 @click.option('--status-file', type=click.Path(dir_okay=False, path_type=Path),
               help='JSON status, replaced every second.  [default: named after the queue, in /tmp]')  # fmt: skip
 @click.option('--pid-file', type=click.Path(dir_okay=False, path_type=Path), help='Write the supervisor pid here.')
+@click.option('--metrics-port', type=click.IntRange(min=0, max=65535),
+              help='Serve Prometheus /metrics, /livez and /readyz on this port.  [default: off]')  # fmt: skip
 @click.option('-v', '--verbose', is_flag=True, help='Debug logging.')
 @click.option('--log-format', type=click.Choice(['text', 'json']), default='text')
 def cli(settings_path: str, check: bool, status: bool, job_completion_wait: float | None,

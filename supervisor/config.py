@@ -93,6 +93,7 @@ class SupervisorConfig:
     stable_s: float = 30.0
     status_file: Path | None = None
     pid_file: Path | None = None
+    metrics_port: int | None = None
     watch_path: Path | None = None
     log_format: LogFormat = 'text'
     verbose: bool = False

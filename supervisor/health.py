@@ -192,10 +192,12 @@ class HealthPublisher:
         self.supervisor_key = supervisor_key
         self.interval_s = interval_s
         self.failing_since: float | None = None
+        self.last_queued: int | None = None
 
     def publish(self, client: Any, counters: Counters, document: Mapping[str, Any], now: datetime) -> None:
         """One round trip for the queue length, one for both keys (TTL: three intervals, so one slow tick is fine)."""
         queued = int(client.zcard(self.queue_name))
+        self.last_queued = queued
         ttl_ms = int(self.interval_s * 3 * 1000)
         pipe = client.pipeline(transaction=False)
         pipe.set(self.health_key, health_check_line(counters, queued, now), px=ttl_ms)

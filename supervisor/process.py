@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 from supervisor import health
 from supervisor.exits import ExitCode
 from supervisor.health import Counters
+from supervisor.metrics import JobStats
 
 
 class ChildState(enum.Enum):
@@ -115,6 +116,7 @@ class Child:
     redis_error: str | None = None
     boot_error: str | None = None
     memory_mib: float | None = None
+    stats: JobStats = field(default_factory=JobStats)
     #: set when a successor in the same slot is to take over (recycle, reload); this child drains once it is READY
     retiring: StopReason | None = None
     recycle_after_jobs: int | None = None

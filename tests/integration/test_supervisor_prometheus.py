@@ -1,0 +1,59 @@
+"""--metrics-port: Prometheus text summed over children, plus /livez and /readyz, served by the parent's loop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import urllib.error
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.integration.harness import Supervisor
+from tests.support.redis_server import free_port
+from tests.support.waiting import wait_until
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f'http://127.0.0.1:{port}{path}', timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_metrics_sum_jobs_over_children_and_survive_a_child_crash(supervisor: Supervisor) -> None:
+    port = free_port()
+    supervisor.start('--procs', '2', '--metrics-port', str(port), settings=supervisor.write_settings())
+    pids = supervisor.wait_ready(2)
+    for i in range(6):
+        supervisor.enqueue('quick', f'm{i}')
+    wait_until(lambda: len(supervisor.events('finished')) == 6, message='6 jobs finished')
+
+    def jobs_complete() -> float:
+        samples = _samples(_get(port, '/metrics')[1])
+        return samples.get(('arq_jobs_total', (('function', 'quick'), ('outcome', 'complete'))), 0)
+
+    wait_until(lambda: jobs_complete() == 6, message='6 complete jobs in /metrics')
+    samples = _samples(_get(port, '/metrics')[1])
+    assert samples[('arq_job_duration_seconds_count', (('function', 'quick'),))] == 6
+    assert samples[('arq_queue_lag_seconds_count', ())] == 6
+    assert samples[('arq_supervisor_children', (('state', 'ready'),))] == 2
+    assert _get(port, '/livez')[0] == 200
+    assert _get(port, '/readyz')[0] == 200
+
+    os.kill(pids[0], signal.SIGKILL)
+    supervisor.wait_ready(2)
+    wait_until(
+        lambda: _samples(_get(port, '/metrics')[1]).get(('arq_supervisor_restarts_total', (('cause', 'crash'),))),
+        message='the crash counted as a restart',
+    )
+    assert jobs_complete() == 6, 'a dead child’s jobs stay counted'
