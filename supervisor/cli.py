@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import redis
 
 from supervisor import health, logs
 from supervisor.config import ConfigError, SupervisorConfig, available_cpus
@@ -161,5 +162,33 @@ def _pid_file(path: Path | None) -> Iterator[None]:
                 path.unlink()
 
 
+@click.command(help='Show every supervisor on the queue of SETTINGS: children, states, jobs/s, memory, restarts.')
+@click.argument('settings_path', metavar='SETTINGS')
+@click.option('--watch', is_flag=True, help='Refresh until interrupted.')
+@click.option('--json', 'as_json', is_flag=True, help='One JSON document per refresh, for machines.')
+@click.option('--interval', type=click.FloatRange(min=0.1), default=1.0, show_default=True,
+              help='Seconds between the two reads that give jobs/s (and between refreshes).')  # fmt: skip
+def status_cli(settings_path: str, watch: bool, as_json: bool, interval: float) -> None:
+    from supervisor.release import sync_client
+    from supervisor.status import show
+
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
+    settings = _load(settings_path)
+    client = sync_client(settings.redis_settings)
+    try:
+        code = show(client, settings.queue_name, as_json=as_json, watch=watch, interval_s=interval, echo=click.echo)
+    except redis.RedisError as e:
+        click.echo(f'arq-supervise: cannot read from Redis: {e}', err=True)
+        code = ExitCode.UNEXPECTED
+    except KeyboardInterrupt:
+        code = ExitCode.OK
+    finally:
+        client.close()
+    raise SystemExit(code)
+
+
 def main() -> None:
+    if sys.argv[1:2] == ['status']:  # `arq-supervise status SETTINGS`: a subcommand beside the main command
+        status_cli(args=sys.argv[2:], prog_name='arq-supervise status')
     cli(prog_name='arq-supervise')

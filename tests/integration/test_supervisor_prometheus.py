@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import urllib.error
 import urllib.request
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -57,3 +61,32 @@ def test_metrics_sum_jobs_over_children_and_survive_a_child_crash(supervisor: Su
         message='the crash counted as a restart',
     )
     assert jobs_complete() == 6, 'a dead child’s jobs stay counted'
+
+
+def test_status_command_lists_every_supervisor_on_the_queue(supervisor: Supervisor) -> None:
+    settings = supervisor.write_settings()
+    supervisor.start('--procs', '2', '--health-interval', '0.3', settings=settings)
+    pids = supervisor.wait_ready(2)
+    for i in range(3):
+        supervisor.enqueue('quick', f's{i}')
+    wait_until(lambda: len(supervisor.events('finished')) == 3, message='3 jobs finished')
+    command = [sys.executable, '-m', 'supervisor', 'status', '--interval', '0.3']
+
+    def status_json() -> dict[str, Any]:
+        out = subprocess.run([*command, '--json', settings], cwd=supervisor.tmp_path, env=supervisor.env(),
+                             capture_output=True, text=True, timeout=30)  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        return dict(json.loads(out.stdout))
+
+    document = wait_until(
+        lambda: (d := status_json())['supervisors'] and d['supervisors'][0]['totals']['complete'] == 3 and d,
+        message='status --json shows our supervisor with 3 complete jobs',
+    )
+    [row] = document['supervisors']
+    assert row['pid'] == supervisor.pid
+    assert sorted(c['pid'] for c in row['children']) == pids
+    assert row['jobs_per_s'] is not None
+    table = subprocess.run([*command, settings], cwd=supervisor.tmp_path, env=supervisor.env(),
+                           capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert table.returncode == 0, table.stderr
+    assert f'worker 1: pid {pids[0]}' in table.stdout or f'worker 2: pid {pids[0]}' in table.stdout
