@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from arq.constants import health_check_key_suffix, supervisor_key_prefix
+from arq.worker import health_check_line as arq_health_line
 
 CMD_DRAIN = b'drain'
 CMD_STOP = b'stop'
@@ -81,10 +82,7 @@ def retire(totals: Counters, final: Counters) -> Counters:
 
 def health_check_line(counters: Counters, queued: int, now: datetime) -> str:
     """arq's `<queue>:health-check` value, so `arq --check` works against a supervised fleet."""
-    return (
-        f'{now:%b-%d %H:%M:%S} j_complete={counters.complete} j_failed={counters.failed} '
-        f'j_retried={counters.retried} j_ongoing={counters.ongoing} queued={queued}'
-    )
+    return arq_health_line(now, counters.complete, counters.failed, counters.retried, counters.ongoing, queued)
 
 
 def health_check_key(queue_name: str, override: str | None = None) -> str:
