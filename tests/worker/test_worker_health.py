@@ -63,6 +63,17 @@ async def test_health_check_counts_jobs(
     await async_wait_until(settled, timeout=10, message=f'health counters, last {counters()}')
 
 
+async def test_health_check_logs_recording_health_when_counters_change(
+    arq_redis: ArqRedis, worker: WorkerFactory, arq_logs: pytest.LogCaptureFixture
+) -> None:
+    await arq_redis.enqueue_job('add', 1)
+    await worker(functions=[add], health_check_interval=0).main()
+    lines = [r.getMessage() for r in arq_logs.records if r.getMessage().startswith('recording health: ')]
+    assert lines, [r.getMessage() for r in arq_logs.records]
+    assert all(re.fullmatch('recording health: ' + HEALTH_LINE, line) for line in lines), lines
+    assert any('j_complete=1' in line for line in lines), lines
+
+
 async def test_health_check_key_deleted_when_worker_closes(
     arq_redis: ArqRedis, sync_redis: redis.Redis, worker: WorkerFactory, queue_name: str
 ) -> None:

@@ -265,3 +265,15 @@ async def test_all_job_results_covers_every_queue_sorted_by_enqueue_time(
 
 async def test_all_job_results_empty_without_results(arq_redis: ArqRedis) -> None:
     assert list(await arq_redis.all_job_results()) == []
+
+
+async def test_result_written_without_queue_and_id_reads_with_defaults(
+    arq_redis: ArqRedis, sync_redis: redis.Redis, queue_name: str
+) -> None:
+    old = {'t': 1, 'f': 'add', 'a': (1,), 'k': {}, 'et': 1_700_000_000_000, 's': True, 'r': 1}
+    sync_redis.set('arq:result:old-style', pickle.dumps({**old, 'st': 1_700_000_000_001, 'ft': 1_700_000_000_002}))
+    info = await Job('old-style', arq_redis, _queue_name=queue_name).result_info()
+    assert info is not None
+    assert (info.queue_name, info.job_id, info.result) == ('<unknown>', '<unknown>', 1)
+    [listed] = await arq_redis.all_job_results()
+    assert listed.job_id == 'old-style'

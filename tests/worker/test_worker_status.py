@@ -25,13 +25,17 @@ def test_job_status_values() -> None:
     assert isinstance(JobStatus.complete, str)
 
 
-async def test_status_goes_queued_in_progress_complete(arq_redis: ArqRedis, worker: WorkerFactory) -> None:
+async def test_status_goes_queued_in_progress_complete(
+    arq_redis: ArqRedis, worker: WorkerFactory, queue_name: str
+) -> None:
     job = await arq_redis.enqueue_job('gated')
     assert job is not None
     assert await job.status() == JobStatus.queued
     worker.start(worker(functions=[gated], burst=False, poll_delay=0.05))
     await wait_for_key(arq_redis, f'started:{job.job_id}')
     assert await job.status() == JobStatus.in_progress
+    assert await arq_redis.zscore(queue_name, job.job_id) is not None, 'a running job stays in the queue'
+    assert await arq_redis.get(f'arq:in-progress:{job.job_id}') == b'1'
     await arq_redis.set(f'release:{job.job_id}', 1)
     assert await job.result(timeout=10, poll_delay=0.05) == 'released'
     assert await job.status() == JobStatus.complete
