@@ -36,6 +36,10 @@ async def always_retry(ctx: dict[str, Any]) -> None:
     raise Retry()
 
 
+async def retry_later(ctx: dict[str, Any]) -> None:
+    raise Retry(defer=1.5)
+
+
 async def slow(ctx: dict[str, Any]) -> None:
     await asyncio.sleep(30)  # simulated work, cut short by the function's timeout
 
@@ -70,6 +74,7 @@ FUNCTIONS = [
     fail,
     retry_once,
     func(always_retry, max_tries=2),
+    retry_later,
     func(slow, timeout=0.2),
     count_run,
     gated,

@@ -8,7 +8,8 @@ Commands (JSON argument and output on stdout):
   status   {"ids": [...]}                                                             -> {id: status}
   abort    {"id": ..., "timeout": s}                                                  -> true/false
   worker   {"burst": bool, "max_jobs": n, "health_check_key": k, "cron_second": s,
-            "serializer": ..., "poll_delay": s, "allow_abort_jobs": bool}             -> {"complete": n, ...}
+            "serializer": ..., "poll_delay": s, "allow_abort_jobs": bool,
+            "retry_jobs": bool}                                                       -> {"complete": n, ...}
 """
 
 from __future__ import annotations
@@ -51,7 +52,10 @@ def describe(value: Any) -> Any:
 
 def outcome(exc: BaseException) -> dict[str, Any]:
     cls = type(exc)
-    return {'ok': False, 'type': f'{cls.__module__}.{cls.__qualname__}', 'str': str(exc), 'args': describe(exc.args)}
+    out = {'ok': False, 'type': f'{cls.__module__}.{cls.__qualname__}', 'str': str(exc), 'args': describe(exc.args)}
+    if hasattr(exc, 'defer_score'):
+        out['defer_score'] = exc.defer_score
+    return out
 
 
 async def main(port: int, db: int, queue: str, command: str, arg: Any) -> Any:
@@ -123,6 +127,7 @@ async def run_worker(settings: RedisSettings, queue: str, arg: dict[str, Any]) -
         max_jobs=arg.get('max_jobs', 10),
         health_check_key=arg.get('health_check_key'),
         allow_abort_jobs=arg.get('allow_abort_jobs', False),
+        retry_jobs=arg.get('retry_jobs', True),
         **serializers(arg.get('serializer')),
     )
     try:

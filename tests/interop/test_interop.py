@@ -20,7 +20,7 @@ import redis
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.cron import cron
 from arq.jobs import Job, JobStatus
-from arq.worker import JobExecutionFailed, Worker
+from arq.worker import JobExecutionFailed, Retry, Worker
 from tests.interop import interop_jobs
 from tests.interop.conftest import PublishedArq
 from tests.interop.interop_jobs import JobFailure
@@ -310,3 +310,23 @@ async def test_cron_on_both_workers_runs_once(
     job_id, _pid = run.split()
     scheduled_ms = int(target.replace(microsecond=0).timestamp() * 1000)
     assert job_id == f'cron:cron_tick:{scheduled_ms}'
+
+
+async def test_retry_stored_as_failure_crosses_both_ways(
+    published: PublishedArq, arq_redis: ArqRedis, redis_settings: RedisSettings, queue_name: str
+) -> None:
+    """With retry_jobs=False a Retry is the stored failure: arq.worker.Retry must unpickle on the other side."""
+    assert published.run('enqueue', [{'function': 'retry_later', 'job_id': 'theirs-retry'}]) == ['theirs-retry']
+    w = our_worker(redis_settings, queue_name, retry_jobs=False)
+    await asyncio.wait_for(w.main(), 30)
+    await w.close()
+    theirs = published.run('results', {'ids': ['theirs-retry']})['theirs-retry']
+    assert (theirs['type'], theirs['defer_score'], theirs['str']) == ('arq.worker.Retry', 1500, '<Retry defer 1.50s>')
+
+    job = await arq_redis.enqueue_job('retry_later', _job_id='ours-retry')
+    assert job is not None
+    published.run('worker', {'burst': True, 'retry_jobs': False})
+    with pytest.raises(Retry) as exc_info:
+        await job.result(timeout=5)
+    assert exc_info.value.defer_score == 1500
+    assert str(exc_info.value) == '<Retry defer 1.50s>'
