@@ -35,12 +35,15 @@ e.g. ARQ_SUPERVISE_PROCS=4 or ARQ_SUPERVISE_MAX_JOBS_PER_CHILD=1000.
     epilog=EXIT_CODE_HELP,
     context_settings={'auto_envvar_prefix': 'ARQ_SUPERVISE', 'show_default': True},
 )
-@click.argument('settings_path', metavar='SETTINGS', envvar='ARQ_SUPERVISE_SETTINGS')
+@click.argument('settings_path', metavar='SETTINGS', envvar='ARQ_SUPERVISE_SETTINGS', required=False)
 @click.option('--procs', type=click.IntRange(min=1), help='Worker processes.  [default: CPUs available]')
 @click.option('--burst', is_flag=True, help='Children exit when the queue is empty; then the supervisor exits.')
 @click.option('--fail-on-job-failure', is_flag=True, help='With --burst: exit 1 if any job failed.')
 @click.option('--check', is_flag=True, help='Exit 0 if the supervisor for SETTINGS is alive and all children ready.')
 @click.option('--status', is_flag=True, help='Print the state of every child, then exit as --check does.')
+@click.option('--live', is_flag=True,
+              help='With --check: only ask whether the supervisor itself is alive (a liveness probe), not that '
+                   'every child is ready.')  # fmt: skip
 @click.option('--watch', 'watch_path', type=click.Path(exists=True, file_okay=False, path_type=Path),
               help='Restart when a .py file under this directory changes (development).')  # fmt: skip
 @click.option('--job-completion-wait', type=click.FloatRange(min=0), help='Seconds; overrides the settings.')
@@ -62,17 +65,19 @@ e.g. ARQ_SUPERVISE_PROCS=4 or ARQ_SUPERVISE_MAX_JOBS_PER_CHILD=1000.
               help='Serve Prometheus /metrics, /livez and /readyz on this port.  [default: off]')  # fmt: skip
 @click.option('-v', '--verbose', is_flag=True, help='Debug logging.')
 @click.option('--log-format', type=click.Choice(['text', 'json']), default='text')
-def cli(settings_path: str, check: bool, status: bool, job_completion_wait: float | None,
+def cli(settings_path: str | None, check: bool, status: bool, live: bool, job_completion_wait: float | None,
         max_memory_per_child: float | None, heartbeat_timeout: float, boot_timeout: float, health_interval: float,
         procs: int | None, **options: Any) -> None:  # fmt: skip
     logs.configure(options['log_format'], options['verbose'])
     if os.getcwd() not in sys.path:  # as `arq` does: settings modules are found relative to where we run
         sys.path.append(os.getcwd())
     if (check or status) and options['status_file']:  # a probe that imports no application code: cheap to run often
-        raise SystemExit(run_check(options['status_file'], verbose=status))
+        raise SystemExit(run_check(options['status_file'], verbose=status, live_only=live))
+    if settings_path is None:
+        raise click.UsageError('Missing argument SETTINGS (it may be left out only with --check --status-file).')
     settings = _load(settings_path)
     if check or status:
-        raise SystemExit(run_check(health.default_status_file(settings.queue_name), verbose=status))
+        raise SystemExit(run_check(health.default_status_file(settings.queue_name), verbose=status, live_only=live))
     try:
         config = SupervisorConfig(
             settings_path=settings_path,
@@ -108,8 +113,11 @@ def _supervise(config: SupervisorConfig, settings: WorkerSettings) -> int:
     return Arbiter(config, settings).run()
 
 
-def run_check(status_file: Path, verbose: bool = False) -> int:
-    """0 when the status file shows a live supervisor with every child ready, else 1 (and why, on stderr)."""
+def run_check(status_file: Path, verbose: bool = False, live_only: bool = False) -> int:
+    """
+    0 when the status file shows a live supervisor with every child ready (with `live_only`: a live supervisor,
+    whatever its children are doing), else 1 and why, on stderr.
+    """
     try:
         document = json.loads(status_file.read_text())
     except (OSError, ValueError) as e:
@@ -119,12 +127,17 @@ def run_check(status_file: Path, verbose: bool = False) -> int:
         click.echo(format_status(document))
     max_age_s = max(5.0, 3 * float(document.get('status_interval_s', 1.0)))
     problem = health.check_status(
-        document, now_wall=time.time(), max_age_s=max_age_s, pid_alive=health.pid_alive(int(document.get('pid', 0)))
+        document,
+        now_wall=time.time(),
+        max_age_s=max_age_s,
+        pid_alive=health.pid_alive(int(document.get('pid', 0))),
+        live_only=live_only,
     )
     if problem:
         click.echo(f'arq-supervise: unhealthy: {problem}', err=True)
         return 1
-    click.echo(f'arq-supervise: healthy: {document["ready"]}/{document["procs"]} children ready')
+    what = 'alive' if live_only else 'healthy'
+    click.echo(f'arq-supervise: {what}: {document["ready"]}/{document["procs"]} children ready')
     return 0
 
 

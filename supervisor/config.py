@@ -30,7 +30,24 @@ def available_cpus() -> int:
     return max(1, count)
 
 
-def _cgroup_cpu_quota(path: Path = Path('/sys/fs/cgroup/cpu.max')) -> float | None:
+def own_cgroup_dir(proc_cgroup: Path = Path('/proc/self/cgroup'), root: Path = Path('/sys/fs/cgroup')) -> Path:
+    """
+    This process's cgroup v2 directory: the root inside a container, but under systemd the unit's own
+    (`system.slice/arq-supervise.service`), where `CPUQuota=` and `MemoryMax=` apply.
+    """
+    try:
+        for line in proc_cgroup.read_text().splitlines():
+            if line.startswith('0::'):
+                candidate = root / line[3:].strip().lstrip('/')
+                if candidate.is_dir():
+                    return candidate
+    except OSError:
+        pass
+    return root
+
+
+def _cgroup_cpu_quota(path: Path | None = None) -> float | None:
+    path = path or own_cgroup_dir() / 'cpu.max'
     try:
         quota, period = path.read_text().split()[:2]
     except (OSError, ValueError):

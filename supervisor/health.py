@@ -156,13 +156,22 @@ def write_status_file(path: Path, document: Mapping[str, Any]) -> None:
         raise
 
 
-def check_status(document: Mapping[str, Any], *, now_wall: float, max_age_s: float, pid_alive: bool) -> str | None:
-    """Why the supervisor described by `document` is not healthy, or None when it is alive and fully ready."""
+def check_status(
+    document: Mapping[str, Any], *, now_wall: float, max_age_s: float, pid_alive: bool, live_only: bool = False
+) -> str | None:
+    """
+    Why the supervisor described by `document` is not healthy, or None when it is alive and fully ready.
+
+    `live_only` asks only whether the supervisor's loop is alive: children restarting (say, while Redis is down)
+    are no reason for Kubernetes to restart the pod.
+    """
     if not pid_alive:
         return f'supervisor pid {document.get("pid")} is not running'
     age = now_wall - float(document.get('updated_at', 0))
     if age > max_age_s:
         return f'status is {age:.1f}s old (limit {max_age_s:.1f}s): supervisor loop stuck?'
+    if live_only:
+        return None
     if document.get('state') != 'running':
         return f'supervisor is {document.get("state")}'
     ready, procs = int(document.get('ready', 0)), int(document.get('procs', 0))

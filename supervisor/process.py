@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from supervisor import health
+from supervisor.config import own_cgroup_dir
 from supervisor.exits import ExitCode
 from supervisor.health import Counters
 from supervisor.metrics import JobStats
@@ -88,8 +89,9 @@ def describe_exit(status: int, *, requested: StopReason | None = None, oom_kille
     return ExitInfo(code, None, f'exited with code {code}', hint)
 
 
-def oom_kill_count(path: Path = Path('/sys/fs/cgroup/memory.events')) -> int:
-    """The cgroup v2 count of OOM kills, 0 when unavailable."""
+def oom_kill_count(path: Path | None = None) -> int:
+    """The cgroup v2 count of OOM kills in our own cgroup, 0 when unavailable."""
+    path = path or own_cgroup_dir() / 'memory.events'
     try:
         for line in path.read_text().splitlines():
             name, _, value = line.partition(' ')

@@ -50,3 +50,18 @@ def test_cpu_count_respects_cgroup_quota(tmp_path: Path) -> None:
     assert _cgroup_cpu_quota(cpu_max) is None
     assert _cgroup_cpu_quota(tmp_path / 'missing') is None
     assert available_cpus() >= 1
+
+
+def test_own_cgroup_dir_follows_proc_self_cgroup(tmp_path: Path) -> None:
+    from supervisor.config import own_cgroup_dir
+
+    root = tmp_path / 'cgroup'
+    unit = root / 'system.slice' / 'arq-supervise.service'
+    unit.mkdir(parents=True)
+    proc = tmp_path / 'proc-cgroup'
+    proc.write_text('0::/system.slice/arq-supervise.service\n')
+    assert own_cgroup_dir(proc, root) == unit
+    proc.write_text('0::/\n')
+    assert own_cgroup_dir(proc, root) == root
+    proc.write_text('0::/gone.slice\n')
+    assert own_cgroup_dir(proc, root) == root, 'a directory we cannot see falls back to the root'

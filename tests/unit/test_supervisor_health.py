@@ -75,3 +75,10 @@ def test_default_status_file_is_named_after_the_queue(monkeypatch: object) -> No
 def test_pid_alive() -> None:
     assert health.pid_alive(os.getpid())
     assert not health.pid_alive(2**22 + 12345)
+
+
+def test_live_only_check_ignores_children_but_not_a_dead_or_stuck_parent() -> None:
+    booting = _document(ready=0)
+    assert health.check_status(booting, now_wall=101, max_age_s=5, pid_alive=True, live_only=True) is None
+    assert health.check_status(booting, now_wall=120, max_age_s=5, pid_alive=True, live_only=True)
+    assert health.check_status(booting, now_wall=101, max_age_s=5, pid_alive=False, live_only=True)

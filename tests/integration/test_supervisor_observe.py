@@ -90,3 +90,16 @@ def test_status_command_lists_every_supervisor_on_the_queue(supervisor: Supervis
                            capture_output=True, text=True, timeout=30)  # fmt: skip
     assert table.returncode == 0, table.stderr
     assert f'worker 1: pid {pids[0]}' in table.stdout or f'worker 2: pid {pids[0]}' in table.stdout
+
+
+def test_probes_need_no_settings_with_a_status_file(supervisor: Supervisor) -> None:
+    supervisor.start('--procs', '1', settings=supervisor.write_settings())
+    supervisor.wait_ready(1)
+    live = supervisor.run('--check', '--live')  # run() passes --status-file; no SETTINGS: no app code imported
+    assert live.returncode == 0, live.stderr
+    assert 'alive' in live.stdout
+    ready = supervisor.run('--check')
+    assert ready.returncode == 0, ready.stderr
+    no_settings = subprocess.run([sys.executable, '-m', 'supervisor', '--procs', '1'], capture_output=True, text=True)
+    assert no_settings.returncode == 2
+    assert 'Missing argument SETTINGS' in no_settings.stderr
