@@ -114,9 +114,10 @@ def test_deployment_agrees_with_the_supervisor(kubernetes_validate: ModuleType) 
         command = container[probe]['exec']['command']
         assert command[:2] == ['arq-supervise', '--check'], probe
         assert option_value(command, '--status-file') == status_file, probe
-    assert container['livenessProbe']['periodSeconds'] * container['livenessProbe']['failureThreshold'] > (
-        defaults.backoff_max_s
-    )  # a child in its restart backoff does not get the pod restarted
+    # liveness asks only about the supervisor's own loop: a child in its restart backoff, or children waiting out a
+    # Redis outage, never get the pod restarted
+    assert '--live' in container['livenessProbe']['exec']['command']
+    assert '--live' not in container['readinessProbe']['exec']['command']
     startup = container['startupProbe']
     assert startup['periodSeconds'] * startup['failureThreshold'] > defaults.boot_timeout_s
 
@@ -168,6 +169,11 @@ def pod_from_deployment(
         assert command[0] == 'arq-supervise' and settings_argument(command)
         return [*arq_supervise_command(), *rebase(command, volumes)[1:-1], settings]
 
+    def localise_probe(command: list[str]) -> list[str]:
+        # a probe with --status-file names no settings: it imports no application code
+        assert command[0] == 'arq-supervise' and '--status-file' in command
+        return [*arq_supervise_command(), *rebase(command, volumes)[1:]]
+
     argv = localise([*container['command'], *container['args']])
     unit_wait = float(option_value(argv, '--job-completion-wait'))
     argv = with_option(argv, '--job-completion-wait', f'{job_completion_wait_s:g}')
@@ -185,7 +191,7 @@ def pod_from_deployment(
     return Pod(
         argv=argv,
         env=env,
-        probes={kind: localise(container[kind]['exec']['command']) for kind in PROBES},
+        probes={kind: localise_probe(container[kind]['exec']['command']) for kind in PROBES},
         # scaled with the wait: the headroom the manifest leaves beyond job-completion-wait stays the same
         grace_s=grace - unit_wait + job_completion_wait_s,
         status_file=Path(option_value(argv, '--status-file')),
