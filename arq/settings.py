@@ -16,10 +16,8 @@ def load_settings(path: str) -> Any:
     """Import `module.Settings` and check it describes a worker (functions or cron jobs)."""
     try:
         settings = import_string(path)
-    except ImportError as e:
-        raise SettingsError(f'could not import worker settings {path!r}: {e}') from e
-    except Exception as e:
-        raise SettingsError(f'importing worker settings {path!r} raised {e.__class__.__name__}: {e}') from e
+    except Exception as e:  # ImportError, or whatever the module raised while being imported
+        raise SettingsError(f'cannot import settings {path!r}: {e.__class__.__name__}: {e}') from e
     check_settings(settings, path)
     return settings
 

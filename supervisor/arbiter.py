@@ -16,6 +16,7 @@ import psutil  # type: ignore[import-untyped]
 import setproctitle
 
 from supervisor import health, logs
+from supervisor.blame import Blame, new_region
 from supervisor.child import DUMP_SIGNAL, ChildSpec, run_child
 from supervisor.config import SupervisorConfig
 from supervisor.exits import ExitCode
@@ -37,7 +38,11 @@ HANDLED_SIGNALS = (
     signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD,
 )  # fmt: skip
 #: reasons for which the parent kills a child itself; the jobs it held count a death against them
-KILLED_FOR_CAUSE = (StopReason.HANG, StopReason.BOOT_TIMEOUT)
+KILLED_FOR_CAUSE = (StopReason.HANG, StopReason.BOOT_TIMEOUT, StopReason.MEMORY_KILL)
+#: --max-memory-per-child asks for a rolling replacement; this many times the limit kills the child at once
+MEMORY_KILL_FACTOR = 2.0
+#: a job whose steps grew the peak memory by less than this is not blamed for a SIGKILL (supervisor.blame)
+MIN_BLAMED_GROWTH_MIB = 32.0
 
 
 class State(enum.Enum):
@@ -297,7 +302,9 @@ class Arbiter:
         log('child exited slot=%d pid=%d status="%s" jobs_held=%d ran_s=%.1f', child.slot, child.pid, info,
             len(child.held), now - child.started_at)  # fmt: skip
         if child.held and not info.is_clean:
-            self.releases.release(sorted(child.held), death=info.text, count_death=crashed, now=now)
+            self.release_held(child, info, crashed, now)
+        if child.blame_region is not None:
+            child.blame_region.close()
         self.history[child.slot] = after_exit(
             self.backoff, self.history.get(child.slot, SlotHistory()),
             now=now, ready_at=child.ready_at, crashed=crashed, description=str(info),
@@ -306,6 +313,38 @@ class Arbiter:
             self.on_boot_failure(child, info, now)
         if self.config.burst and info.is_clean and child.stop_reason is None:
             self.burst_done.add(child.slot)
+
+    def release_held(self, child: Child, info: ExitInfo, crashed: bool, now: float) -> None:
+        """Give a dead child's jobs back; a crash counts a death against the job to blame, or against all of them.
+
+        Counting it against every job held would poison the innocent ones: released together with the culprit,
+        they are claimed together by the next worker and die with it again.
+        """
+        held = sorted(child.held)
+        culprit = self.culprit(child, info) if crashed else None
+        if culprit is None:
+            self.releases.release(held, death=info.text, count_death=crashed, now=now)
+            return
+        logger.warning('job to blame for the exit of its worker job_id=%s slot=%d pid=%d others_released=%d',
+                       culprit, child.slot, child.pid, len(held) - 1)  # fmt: skip
+        self.releases.release([culprit], death=info.text, count_death=True, now=now)
+        if len(held) > 1:
+            self.releases.release([j for j in held if j != culprit], death=info.text, count_death=False, now=now)
+
+    def culprit(self, child: Child, info: ExitInfo) -> str | None:
+        """The held job whose code was running when the child hung or died; for a kill over the memory limit (or
+        a SIGKILL nobody here sent, like the kernel's OOM killer) the job that grew its memory the most."""
+        if child.blame_region is None or child.blame_region.closed:
+            return None
+        blame = Blame.read(child.blame_region, child.held)
+        if blame.running is not None:
+            return blame.running
+        memory_kill = child.stop_reason is StopReason.MEMORY_KILL or (
+            child.stop_reason is None and info.signal == signal.SIGKILL
+        )
+        if memory_kill and blame.top_grower is not None and blame.top_growth_mib >= MIN_BLAMED_GROWTH_MIB:
+            return blame.top_grower
+        return None
 
     def on_boot_failure(self, child: Child, info: ExitInfo, now: float) -> None:
         reason = child.boot_error or str(info)
@@ -390,6 +429,7 @@ class Arbiter:
     def spawn(self, slot: int, now: float) -> None:
         self.redis.drop()  # never fork while holding a Redis connection
         logs.flush()
+        region = new_region()
         spec = ChildSpec(
             slot=slot,
             parent_pid=self.pid,
@@ -397,8 +437,9 @@ class Arbiter:
             heartbeat_interval_s=self.config.heartbeat_interval_s,
             lease_s=self.config.effective_lease_s,
             worker_overrides=self.worker_overrides(),
+            blame_region=region,
         )
-        child = fork_child(slot, now, functools.partial(run_child, spec), self.close_in_child)
+        child = fork_child(slot, now, functools.partial(run_child, spec), self.close_in_child, region)
         if self.config.max_jobs_per_child:
             child.recycle_after_jobs = recycle_limit(self.config.max_jobs_per_child, self.config.recycle_jitter)
         self.children[child.pid] = child
@@ -418,6 +459,8 @@ class Arbiter:
         self.signals.forget_in_child()
         for child in self.children.values():
             child.sock.close()
+            if child.blame_region is not None:
+                child.blame_region.close()
         if self.metrics is not None:
             self.metrics.close()
 
@@ -518,7 +561,16 @@ class Arbiter:
                 child.memory_mib = psutil.Process(child.pid).memory_full_info().uss / 2**20
             except (psutil.Error, OSError):
                 continue
-            if limit is not None and child.state is ChildState.READY and child.memory_mib > limit:
+            if limit is None:
+                continue
+            if child.memory_mib > limit * MEMORY_KILL_FACTOR and child.stop_reason not in KILLED_FOR_CAUSE:
+                # a replacement drains gracefully, for up to replace_wait_s: a job eating memory fast gets no such wait
+                logger.error('child over %g times the memory limit, killing it slot=%d pid=%d uss_mib=%.0f limit=%g '
+                             'jobs_held=%d', MEMORY_KILL_FACTOR, child.slot, child.pid, child.memory_mib, limit,
+                             len(child.held))  # fmt: skip
+                child.stop_reason = StopReason.MEMORY_KILL
+                self.kill(child)
+            elif child.state is ChildState.READY and child.memory_mib > limit:
                 self.request_replacement(child, StopReason.MEMORY, f'uss_mib={child.memory_mib:.0f} limit={limit:g}')
 
     def snapshot(self, now: float) -> Snapshot:

@@ -12,11 +12,12 @@ import contextlib
 import ctypes
 import faulthandler
 import logging
+import mmap
 import os
 import signal
 import socket
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NoReturn
 
 import setproctitle
@@ -24,6 +25,7 @@ import uvloop
 
 from arq.worker import Worker
 from supervisor import health, logs
+from supervisor.blame import BlameRecorder
 from supervisor.exits import ExitCode
 from supervisor.metrics import JobStats
 from supervisor.settings import WorkerSettings
@@ -46,6 +48,8 @@ class ChildSpec:
     heartbeat_interval_s: float
     lease_s: float
     worker_overrides: dict[str, Any] = field(default_factory=dict)
+    #: memory shared with the parent where the child records which job it is running (supervisor.blame)
+    blame_region: mmap.mmap | None = None
 
 
 def run_child(spec: ChildSpec, sock: socket.socket) -> NoReturn:
@@ -110,6 +114,11 @@ class SupervisedWorker(Worker):
     is_ready: bool = False
     stats: JobStats
 
+    def record_blame(self, recorder: BlameRecorder) -> None:
+        """Run every job function through `recorder`, so the parent can tell which job hung or killed us."""
+        for name, function in list(self.functions.items()):
+            self.functions[name] = replace(function, coroutine=recorder.wrap(function.coroutine))
+
     def _notify_job_finished(self, function: str, outcome: str, duration_s: float, lag_ms: int) -> None:
         self.stats.record(function, outcome, duration_s, lag_ms)
 
@@ -150,6 +159,8 @@ class ChildRunner:
             return self._boot_failed(link, e)
         worker.link = link
         worker.stats = JobStats()
+        if spec.blame_region is not None:
+            worker.record_blame(BlameRecorder(spec.blame_region))
         self.worker = worker
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.drain)

@@ -14,6 +14,7 @@ from typing import Any
 import click
 import redis
 
+from arq.connections import RedisSettings
 from supervisor import health, logs
 from supervisor.config import ConfigError, SupervisorConfig, available_cpus
 from supervisor.exits import EXIT_CODE_HELP, ExitCode
@@ -61,11 +62,14 @@ e.g. ARQ_SUPERVISE_PROCS=4 or ARQ_SUPERVISE_MAX_JOBS_PER_CHILD=1000.
 @click.option('--status-file', type=click.Path(dir_okay=False, path_type=Path),
               help='JSON status, replaced every second.  [default: named after the queue, in /tmp]')  # fmt: skip
 @click.option('--pid-file', type=click.Path(dir_okay=False, path_type=Path), help='Write the supervisor pid here.')
+@click.option('--redis-url', metavar='URL',
+              help="redis://, rediss:// or unix:// URL; replaces the settings' redis_settings.")  # fmt: skip
 @click.option('--metrics-port', type=click.IntRange(min=0, max=65535),
               help='Serve Prometheus /metrics, /livez and /readyz on this port.  [default: off]')  # fmt: skip
 @click.option('-v', '--verbose', is_flag=True, help='Debug logging.')
 @click.option('--log-format', type=click.Choice(['text', 'json']), default='text')
-def cli(settings_path: str | None, check: bool, status: bool, live: bool, job_completion_wait: float | None,
+def cli(settings_path: str | None, check: bool, status: bool, live: bool, redis_url: str | None,
+        job_completion_wait: float | None,
         max_memory_per_child: float | None, heartbeat_timeout: float, boot_timeout: float, health_interval: float,
         procs: int | None, **options: Any) -> None:  # fmt: skip
     logs.configure(options['log_format'], options['verbose'])
@@ -75,7 +79,7 @@ def cli(settings_path: str | None, check: bool, status: bool, live: bool, job_co
         raise SystemExit(run_check(options['status_file'], verbose=status, live_only=live))
     if settings_path is None:
         raise click.UsageError('Missing argument SETTINGS (it may be left out only with --check --status-file).')
-    settings = _load(settings_path)
+    settings = _load(settings_path, redis_url)
     if check or status:
         raise SystemExit(run_check(health.default_status_file(settings.queue_name), verbose=status, live_only=live))
     try:
@@ -95,9 +99,15 @@ def cli(settings_path: str | None, check: bool, status: bool, live: bool, job_co
         raise SystemExit(_supervise(config, settings))
 
 
-def _load(settings_path: str) -> WorkerSettings:
+def _load(settings_path: str, redis_url: str | None = None) -> WorkerSettings:
+    overrides = {}
+    if redis_url:
+        try:
+            overrides['redis_settings'] = RedisSettings.from_dsn(redis_url)
+        except (RuntimeError, ValueError) as e:
+            raise click.BadParameter(str(e), param_hint='--redis-url') from None
     try:
-        return load_settings(settings_path)
+        return load_settings(settings_path, overrides=overrides)
     except SettingsError as e:
         click.echo(f'arq-supervise: {e}', err=True)
         raise SystemExit(ExitCode.CONFIG_ERROR) from None
@@ -179,15 +189,17 @@ def _pid_file(path: Path | None) -> Iterator[None]:
 @click.argument('settings_path', metavar='SETTINGS')
 @click.option('--watch', is_flag=True, help='Refresh until interrupted.')
 @click.option('--json', 'as_json', is_flag=True, help='One JSON document per refresh, for machines.')
+@click.option('--redis-url', metavar='URL', envvar='ARQ_SUPERVISE_REDIS_URL',
+              help="redis://, rediss:// or unix:// URL; replaces the settings' redis_settings.")  # fmt: skip
 @click.option('--interval', type=click.FloatRange(min=0.1), default=1.0, show_default=True,
               help='Seconds between the two reads that give jobs/s (and between refreshes).')  # fmt: skip
-def status_cli(settings_path: str, watch: bool, as_json: bool, interval: float) -> None:
+def status_cli(settings_path: str, watch: bool, as_json: bool, redis_url: str | None, interval: float) -> None:
     from supervisor.release import sync_client
     from supervisor.status import show
 
     if os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())
-    settings = _load(settings_path)
+    settings = _load(settings_path, redis_url)
     client = sync_client(settings.redis_settings)
     try:
         code = show(client, settings.queue_name, as_json=as_json, watch=watch, interval_s=interval, echo=click.echo)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import errno
+import mmap
 import os
 import signal
 import socket
@@ -38,6 +39,8 @@ class StopReason(enum.Enum):
     HANG = 'hang'
     BOOT_TIMEOUT = 'boot-timeout'
     DRAIN_DEADLINE = 'drain-deadline'
+    #: killed at once: its memory reached twice --max-memory-per-child
+    MEMORY_KILL = 'memory-kill'
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +80,8 @@ def describe_exit(status: int, *, requested: StopReason | None = None, oom_kille
             hint = 'out of memory: the cgroup OOM killer fired'
         elif requested is StopReason.HANG:
             hint = 'its event loop stopped answering'
+        elif requested is StopReason.MEMORY_KILL:
+            hint = 'over twice the memory limit'
         elif requested is not None:
             hint = f'{requested.value}'
         elif sig == signal.SIGKILL:
@@ -126,6 +131,8 @@ class Child:
     kill_deadline: float | None = None
     sigkill_sent: bool = False
     oom_kills_at_start: int = 0
+    #: shared with the child, which records there the job it is running (supervisor.blame)
+    blame_region: mmap.mmap | None = None
     _buffer: bytes = b''
     eof: bool = False
 
@@ -168,11 +175,16 @@ class Child:
 
 
 def fork_child(
-    slot: int, now: float, run: Callable[[socket.socket], NoReturn], close_inherited: Callable[[], None]
+    slot: int,
+    now: float,
+    run: Callable[[socket.socket], NoReturn],
+    close_inherited: Callable[[], None],
+    blame_region: mmap.mmap | None = None,
 ) -> Child:
     """Fork a child that calls `run(sock)` and never returns into our stack; return its handle in the parent.
 
     `close_inherited` runs first in the child, to close the parent's descriptors (self-pipe, siblings' sockets).
+    `blame_region`, created before the fork, is the memory both processes share (supervisor.blame).
     """
     parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     pid = os.fork()
@@ -185,4 +197,5 @@ def fork_child(
             os._exit(ExitCode.BOOT_ERROR)
     child_end.close()
     parent_end.setblocking(False)
-    return Child(slot=slot, pid=pid, sock=parent_end, started_at=now, oom_kills_at_start=oom_kill_count())
+    return Child(slot=slot, pid=pid, sock=parent_end, started_at=now, oom_kills_at_start=oom_kill_count(),
+                 blame_region=blame_region)  # fmt: skip

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from arq.constants import default_queue_name
-from arq.utils import import_string, to_seconds
+from arq.utils import to_seconds
 
 Deserializer = Callable[[bytes], Any]
 Serializer = Callable[[Any], bytes]
@@ -65,18 +65,16 @@ class WorkerSettings:
 
 def load_settings(path: str, *, overrides: dict[str, Any] | None = None) -> WorkerSettings:
     """Import `module.WorkerSettings` and read it as arq does; raise SettingsError with a one-line reason."""
-    try:
-        settings_cls = import_string(path)
-    except Exception as e:
-        raise SettingsError(f'cannot import settings {path!r}: {type(e).__name__}: {e}') from e
-    try:
-        from arq.worker import get_kwargs
+    from arq.settings import SettingsError as ArqSettingsError
+    from arq.settings import load_settings as load_arq_settings
+    from arq.worker import get_kwargs
 
-        kwargs = dict(get_kwargs(settings_cls))
+    try:
+        kwargs = dict(get_kwargs(load_arq_settings(path)))
+    except ArqSettingsError as e:
+        raise SettingsError(str(e)) from e
     except Exception as e:
         raise SettingsError(f'cannot read settings {path!r}: {type(e).__name__}: {e}') from e
-    if not kwargs.get('functions') and not kwargs.get('cron_jobs'):
-        raise SettingsError(f'settings {path!r} define no functions or cron_jobs')
     queue = kwargs.get('queue_name')
     if queue is not None and not isinstance(queue, str):
         raise SettingsError(f'settings {path!r}: queue_name must be a string, not {type(queue).__name__}')

@@ -103,3 +103,13 @@ def test_probes_need_no_settings_with_a_status_file(supervisor: Supervisor) -> N
     no_settings = subprocess.run([sys.executable, '-m', 'supervisor', '--procs', '1'], capture_output=True, text=True)
     assert no_settings.returncode == 2
     assert 'Missing argument SETTINGS' in no_settings.stderr
+
+
+def test_redis_url_option_replaces_the_settings_redis(supervisor: Supervisor) -> None:
+    wrong = 'WorkerSettings.redis_settings = RedisSettings(port=1, conn_retries=0)\n'
+    settings = supervisor.write_settings(wrong)
+    url = f'redis://127.0.0.1:{supervisor.redis_port}/{supervisor.db}'
+    supervisor.start('--procs', '1', settings=settings, env=supervisor.env(ARQ_SUPERVISE_REDIS_URL=url))
+    supervisor.wait_ready(1)
+    supervisor.enqueue('quick', 'via-url')
+    wait_until(lambda: supervisor.events('finished'), message='the job ran against the URL given')
