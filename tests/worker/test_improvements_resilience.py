@@ -15,11 +15,18 @@ import redis
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from tests.support.redis_server import RedisServer
 from tests.support.waiting import async_wait_until
-from tests.worker.helpers import WorkerFactory, wait_worker_ready
+from tests.worker.helpers import WorkerFactory, wait_for_key, wait_worker_ready
 
 
 async def add(ctx: dict[str, Any], a: int, b: int = 0) -> int:
     return a + b
+
+
+async def long_first_run(ctx: dict[str, Any]) -> int:
+    runs = await ctx['redis'].incr(f'started:{ctx["job_id"]}')
+    if runs == 1:
+        await asyncio.sleep(30)  # simulated long work, interrupted by the shutdown
+    return int(ctx['job_try'])
 
 
 async def test_worker_carries_on_after_its_connections_are_killed(
@@ -139,3 +146,19 @@ async def test_worker_keeps_running_after_hook_exception(
 
     await async_wait_until(both_finished, timeout=10, message='both jobs to finish')
     assert not task.done()
+
+
+async def test_shutdown_cancellation_does_not_use_up_a_try(
+    arq_redis: ArqRedis, sync_redis: redis.Redis, worker: WorkerFactory
+) -> None:
+    """arq counts a start cancelled by a shutdown as a try (#267): enough deploys fail a job with max retries."""
+    job = await arq_redis.enqueue_job('long_first_run')
+    assert job is not None
+    w = worker(functions=[long_first_run], burst=False, poll_delay=0.05, handle_signals=False)
+    worker.start(w)
+    await wait_for_key(arq_redis, f'started:{job.job_id}')
+    await asyncio.wait_for(w.close(), 10)
+    assert await arq_redis.zscore(w.queue_name, job.job_id) is not None, 're-queued'
+
+    await asyncio.wait_for(worker(functions=[long_first_run]).main(), 10)
+    assert await job.result(timeout=5) == 1
