@@ -120,6 +120,12 @@ class Arbiter:
         setproctitle.setproctitle(f'arq-supervise: supervisor [{self.settings.queue_name}] {self.settings.path}')
         try:
             self.start_metrics()
+        except OSError as e:  # a port in use: a wrong value for the option, not a crash
+            logger.error('cannot serve metrics on --metrics-port %d: %s', self.config.metrics_port, e.strerror or e)
+            self.exit_code = ExitCode.USAGE
+            self.finish()
+            return int(self.exit_code)
+        try:
             with self.signals.installed(HANDLED_SIGNALS):
                 self.loop()
         except Exception:

@@ -95,8 +95,18 @@ def cli(settings_path: str | None, check: bool, status: bool, live: bool, redis_
         )
     except ConfigError as e:
         raise click.UsageError(str(e)) from e
+    # a status file that cannot be written would leave every probe failing while the workers run: refuse it now
+    _check_writable_directory(config.status_file or health.default_status_file(settings.queue_name), '--status-file')
     with _pid_file(config.pid_file):
         raise SystemExit(_supervise(config, settings))
+
+
+def _check_writable_directory(path: Path, option: str) -> None:
+    directory = path.parent
+    if not directory.is_dir():
+        raise click.BadParameter(f'directory {str(directory)!r} does not exist', param_hint=option)
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise click.BadParameter(f'directory {str(directory)!r} is not writable', param_hint=option)
 
 
 def _load(settings_path: str, redis_url: str | None = None) -> WorkerSettings:
@@ -176,7 +186,10 @@ def _pid_file(path: Path | None) -> Iterator[None]:
         yield
         return
     pid = str(os.getpid())
-    path.write_text(pid + '\n')
+    try:
+        path.write_text(pid + '\n')
+    except OSError as e:
+        raise click.BadParameter(f'cannot write {str(path)!r}: {e.strerror}', param_hint='--pid-file') from None
     try:
         yield
     finally:
