@@ -328,18 +328,7 @@ class JobExecution:
         await self._settle(settlement)
 
     def _keep_result_ms(self, function: Function | CronJob | None) -> int | None:
-        """How long to keep the result in ms: None stores none, 0 keeps it forever (arq sent the invalid PX 0)."""
-        keep_forever = self.keep_result_forever
-        keep_s = self.keep_result_s
-        if function is not None:
-            if function.keep_result_forever is not None:
-                keep_forever = function.keep_result_forever
-            if function.keep_result_s is not None:
-                keep_s = function.keep_result_s
-        if keep_forever:
-            return 0
-        keep_ms = int(keep_s * 1000)
-        return keep_ms if keep_ms > 0 else None
+        return keep_result_ms(self.keep_result_s, self.keep_result_forever, function)
 
     def _result_payload(
         self,
@@ -385,6 +374,22 @@ class JobExecution:
             logger.exception('%s hook failed for job %s: %s: %s', name, job_id, e.__class__.__name__, e)
             return e
         return None
+
+
+def keep_result_ms(keep_result_s: float, keep_result_forever: bool, function: Function | CronJob | None) -> int | None:
+    """
+    How long to keep a job's result in ms, the function's settings winning over the worker's: None stores none,
+    0 keeps it forever (arq sent the invalid `PX 0` there).
+    """
+    if function is not None:
+        if function.keep_result_forever is not None:
+            keep_result_forever = function.keep_result_forever
+        if function.keep_result_s is not None:
+            keep_result_s = function.keep_result_s
+    if keep_result_forever:
+        return 0
+    keep_ms = int(keep_result_s * 1000)
+    return keep_ms if keep_ms > 0 else None
 
 
 async def _call_with_timeout(

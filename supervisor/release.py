@@ -174,13 +174,13 @@ class JobReleaser:
             except SerializationError as e:
                 logger.warning('cannot read job payload job_id=%s error=%s', job_id, e)
         now_ms = round(time.time() * 1000)
-        keep_s = self.settings.keep_result_s(function)
+        keep = self.settings.keep_result_ms(function)
         result = serialize_result(
             function, args, kwargs, int(job_try or 1), enqueue_ms or 0, False, JobExecutionFailed(message),
             now_ms, now_ms, f'{job_id}:{function}', self.settings.queue_name, job_id,
             serializer=self.settings.job_serializer,
         )  # fmt: skip
-        keep_ms = -1 if keep_s is None else round(keep_s * 1000)
+        keep_ms = -1 if keep == 0 else (keep or 0)  # the script's convention: -1 forever, 0 no result
         if result is None:
             keep_ms = 0
         keys = [

@@ -49,18 +49,16 @@ class WorkerSettings:
     def job_deserializer(self) -> Deserializer | None:
         return self.worker_kwargs.get('job_deserializer')
 
-    def keep_result_s(self, function_name: str | None) -> float | None:
-        """Seconds to keep a failed job's result (None = forever, 0 = not at all), the function's value first."""
+    def keep_result_ms(self, function_name: str | None) -> int | None:
+        """How long the worker keeps this function's result: None stores none, 0 keeps it forever (as arq.worker)."""
+        from arq._execution import keep_result_ms
+        from arq.worker import func
+
+        functions = {f.name: f for f in map(func, self.worker_kwargs.get('functions') or ())}
+        functions.update({c.name: c for c in self.worker_kwargs.get('cron_jobs') or ()})
+        keep_s = to_seconds(self.worker_kwargs.get('keep_result', 3600), 'keep_result') or 0.0
         forever = bool(self.worker_kwargs.get('keep_result_forever', False))
-        keep = self.worker_kwargs.get('keep_result', 3600)
-        for fn in self.worker_kwargs.get('functions') or ():
-            if getattr(fn, 'name', None) == function_name:
-                forever = bool(getattr(fn, 'keep_result_forever', None) or forever)
-                own = getattr(fn, 'keep_result', None)
-                keep = keep if own is None else own
-        if forever:
-            return None
-        return to_seconds(keep, 'keep_result') or 0.0
+        return keep_result_ms(keep_s, forever, functions.get(function_name or ''))
 
 
 def load_settings(path: str, *, overrides: dict[str, Any] | None = None) -> WorkerSettings:

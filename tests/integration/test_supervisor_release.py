@@ -10,6 +10,7 @@ import redis
 
 from arq.connections import RedisSettings
 from arq.jobs import deserialize_result, serialize_job
+from arq.worker import func
 from supervisor.release import JobReleaser, RedisLink, ReleaseQueue
 from supervisor.settings import WorkerSettings
 from tests.support.redis_server import RedisServer
@@ -107,6 +108,21 @@ def test_failed_result_follows_keep_result_forever_and_zero(
         assert failed.outcome == 'failed'
         assert sync_redis.pttl(f'arq:result:{job_id}') == ttl
         assert sync_redis.zscore(queue_name, job_id) is None
+
+
+async def crunch(ctx: dict[str, Any]) -> None:
+    return None
+
+
+def test_failed_result_follows_the_functions_own_keep_result(
+    redis_server: RedisServer, redis_db: int, sync_redis: redis.Redis, queue_name: str
+) -> None:
+    settings = _settings(redis_server, redis_db, queue_name, keep_result=3600, functions=[func(crunch, keep_result=30)])
+    _claimed_job(sync_redis, queue_name, 'own')
+    sync_redis.set('arq:deaths:own', 1)
+    [failed] = _releaser(settings).release(['own'], death='exited with code 13', count_death=True)
+    assert failed.outcome == 'failed'
+    assert 25_000 < sync_redis.pttl('arq:result:own') <= 30_000
 
 
 def test_unreadable_payload_still_fails_the_job(
