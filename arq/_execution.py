@@ -247,6 +247,7 @@ class JobExecution:
         if hasattr(function, 'next_run'):
             settlement.tombstone_ms = _cron_tombstone_ms()
         await self._settle(settlement)
+        self.aborting_tasks.discard(job_id)  # an abort that raced the job's own end
         await self._call_hook('after_job_end', self.after_job_end, ctx, job_id)
 
     def _classify(
