@@ -79,13 +79,17 @@ local queue = KEYS[1]
 local job_p, ip_p, retry_p, result_p, abort_key, done_p = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 for i = 7, #ARGV, 6 do
   local id, op, tomb, payload, px, incr = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
-  if tomb == '0' then
-    redis.call('DEL', ip_p .. id)
-  else
+  if tomb ~= '0' then
     redis.call('PEXPIRE', ip_p .. id, tomb)
+  elseif op ~= 'f' then
+    redis.call('DEL', ip_p .. id)
   end
   if op == 'f' then
-    redis.call('DEL', job_p .. id, retry_p .. id)
+    if tomb == '0' then
+      redis.call('DEL', ip_p .. id, job_p .. id, retry_p .. id)
+    else
+      redis.call('DEL', job_p .. id, retry_p .. id)
+    end
     if payload ~= '' then
       if px == '0' then
         redis.call('SET', result_p .. id, payload)
