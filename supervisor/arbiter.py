@@ -314,6 +314,7 @@ class Arbiter:
         self.history[child.slot] = after_exit(
             self.backoff, self.history.get(child.slot, SlotHistory()),
             now=now, ready_at=child.ready_at, crashed=crashed, description=str(info),
+            productive=child.ready_at is not None and child.counters.jobs_done > 0,
         )  # fmt: skip
         if crashed and child.ready_at is None:
             self.on_boot_failure(child, info, now)

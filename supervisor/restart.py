@@ -42,14 +42,18 @@ def after_exit(
     ready_at: float | None,
     crashed: bool,
     description: str,
+    productive: bool = False,
 ) -> SlotHistory:
     """The slot's history once its child has exited at `now`.
 
     :param ready_at: when the child became READY (None if it never did)
     :param crashed: False for exits we asked for (drain, recycle, scale-down), which never delay a respawn
+    :param productive: the child finished a job after it became READY. Its death is not a crash loop (those never
+      get that far), so the slot starts over: replaced at once, like a first crash. Without this, a fleet whose
+      children are killed now and then (the OOM killer, an operator) backs off to 30 s per slot and stops working.
     """
     failures = history.failures
-    if ready_at is not None and now - ready_at >= policy.stable_s:
+    if productive or (ready_at is not None and now - ready_at >= policy.stable_s):
         failures = 0
     if not crashed:
         return replace(history, failures=failures, not_before=now, last_exit=description)

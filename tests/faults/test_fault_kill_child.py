@@ -71,7 +71,10 @@ def test_sigkill_a_random_child_every_2s_loses_nothing(
         **result.figures(),
     )  # fmt: skip
     result.assert_clean(allowed_failures=['while running this job, twice'])
-    assert len(kills) >= soak_s / KILL_EVERY_S - 2
+    # a killed child was doing work: it is replaced at once, never backed off, so there is always one to kill and
+    # the jobs it held run again within moments (with the crash-loop backoff, 60 s of this stopped the fleet)
+    assert skipped == 0, figures
+    assert figures['rerun_max_s'] <= 1.5, figures
     assert figures['reruns_measured'] > 0
     assert figures['rerun_median_s'] <= 2.0, figures
     assert figures['rate_achieved'] >= RATE * 0.8, figures
