@@ -286,7 +286,9 @@ SETTINGS_CASES: dict[str, tuple[str, int, str]] = {
         4,
         'timeout must be positive',
     ),
-    'zero-job-timeout': ('WorkerSettings.job_timeout = 0\n', 3, 'job_timeout must be positive, got 0'),
+    'zero-job-timeout': ('WorkerSettings.job_timeout = 0\n', 4, 'job_timeout must be positive, got 0'),
+    'negative-job-timeout': ('WorkerSettings.job_timeout = -5\n', 4, 'job_timeout must be positive, got -5'),
+    'zero-max-jobs': ('WorkerSettings.max_jobs = 0\n', 4, 'max_jobs must be at least 1'),
     'startup-hook-raises': (
         "async def startup(ctx):\n    raise RuntimeError('no database')\nWorkerSettings.on_startup = startup\n",
         3,
