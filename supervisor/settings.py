@@ -82,4 +82,17 @@ def load_settings(path: str, *, overrides: dict[str, Any] | None = None) -> Work
         settings.job_completion_wait_s  # noqa: B018 - validates the value's type
     except TypeError as e:
         raise SettingsError(f'settings {path!r}: {e}') from e
+    _check_worker_accepts(path, kwargs)
     return settings
+
+
+def _check_worker_accepts(path: str, kwargs: dict[str, Any]) -> None:
+    """Build (and drop) a Worker from the settings, as each child will: a value arq refuses (job_timeout=0,
+    max_jobs=0, ...) is an invalid setting, exit 4 now, rather than three boot failures and exit 3 later.
+    A Worker connects to nothing until it runs."""
+    from arq.worker import Worker
+
+    try:
+        Worker(**kwargs, handle_signals=False)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise SettingsError(f'settings {path!r}: {type(e).__name__}: {e}') from e
