@@ -376,7 +376,7 @@ FLAG_CASES: dict[str, tuple[str, ...]] = {
 
 @pytest.fixture(scope='module')
 def busy_port() -> Iterator[int]:
-    listener = socket.create_server(('0.0.0.0', 0))
+    listener = socket.create_server(('127.0.0.1', 0))  # loopback only; the metrics server's 0.0.0.0 overlaps it
     yield listener.getsockname()[1]
     listener.close()
 
