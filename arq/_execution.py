@@ -11,9 +11,10 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .constants import retry_counter_ttl_s, retry_key_prefix
+from .constants import keep_cronjob_progress, retry_counter_ttl_s, retry_key_prefix
 from .jobs import SerializationError, deserialize_job_raw, serialize_result
-from .utils import args_to_string, ms_to_datetime, timestamp_ms, truncate
+from .typing import SecondsTimedelta
+from .utils import args_to_string, ms_to_datetime, timestamp_ms, to_ms, truncate
 
 if TYPE_CHECKING:
     from .connections import ArqRedis
@@ -60,9 +61,7 @@ class Retry(RuntimeError):
     :param defer: duration to wait before rerunning the job
     """
 
-    def __init__(self, defer: int | float | Any | None = None):
-        from .utils import to_ms
-
+    def __init__(self, defer: SecondsTimedelta | None = None):
         self.defer_score: int | None = to_ms(defer, 'defer')
 
     def __repr__(self) -> str:
@@ -245,7 +244,7 @@ class JobExecution:
                 )
                 settlement.result_px = keep_ms
         if hasattr(function, 'next_run'):
-            settlement.tombstone_ms = _cron_tombstone_ms()
+            settlement.tombstone_ms = keep_cronjob_progress * 1000
         await self._settle(settlement)
         self.aborting_tasks.discard(job_id)  # an abort that raced the job's own end
         await self._call_hook('after_job_end', self.after_job_end, ctx, job_id)
@@ -415,9 +414,3 @@ def _safe_repr(value: Any) -> str:
         return repr(value)
     except Exception as e:
         return f'<repr failed: {e.__class__.__name__}>'
-
-
-def _cron_tombstone_ms() -> int:
-    from .constants import keep_cronjob_progress
-
-    return keep_cronjob_progress * 1000
