@@ -169,9 +169,6 @@ class Fleet(Supervisor):
         self.proc.wait(timeout=10)
         return at
 
-    def child_exits(self) -> int:
-        return self.log().count('child exited')
-
     def exits(self) -> dict[int, float]:
         """pid -> wall time of the supervisor's `child exited` line (logged once it has reaped the child)."""
         out = {}
