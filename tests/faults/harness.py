@@ -37,7 +37,7 @@ from tests.support.redis_server import RedisServer
 from tests.support.waiting import wait_until
 
 RESULTS_DIR = Path(__file__).resolve().parent / 'results'
-_EXITED = re.compile(r'^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) .* child exited slot=\d+ pid=(\d+) ')
+_STAMP = re.compile(r'^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ')
 
 JOBS = """
 import asyncio
@@ -169,15 +169,31 @@ class Fleet(Supervisor):
         self.proc.wait(timeout=10)
         return at
 
+    def log_lines(self, pattern: str) -> list[tuple[float, re.Match[str]]]:
+        """(wall time, match) of each log line in which `pattern` (a regex) is found."""
+        regex = re.compile(pattern)
+        out = []
+        for line in self.log().splitlines():
+            stamp = _STAMP.match(line)
+            found = regex.search(line)
+            if stamp and found:
+                at = time.mktime(time.strptime(stamp.group(1), '%Y-%m-%d %H:%M:%S')) + int(stamp.group(2)) / 1000
+                out.append((at, found))
+        return out
+
     def exits(self) -> dict[int, float]:
         """pid -> wall time of the supervisor's `child exited` line (logged once it has reaped the child)."""
-        out = {}
-        for line in self.log().splitlines():
-            match = _EXITED.match(line)
-            if match:
-                stamp, ms, pid = match.groups()
-                out[int(pid)] = time.mktime(time.strptime(stamp, '%Y-%m-%d %H:%M:%S')) + int(ms) / 1000
-        return out
+        return {int(m.group(1)): at for at, m in self.log_lines(r'child exited slot=\d+ pid=(\d+) ')}
+
+    def respawn_delays(self) -> list[float]:
+        """For each child that exited, the time until the supervisor spawned the next child in its slot."""
+        spawns = self.log_lines(r'spawned child slot=(\d+) ')
+        delays = []
+        for exited_at, m in self.log_lines(r'child exited slot=(\d+) '):
+            later = [at for at, s in spawns if s.group(1) == m.group(1) and at >= exited_at]
+            if later:
+                delays.append(min(later) - exited_at)
+        return delays
 
     def kills(self, pids: Iterable[int]) -> list[Kill]:
         """The exits of `pids` as faults that may have made their in-flight jobs run again."""

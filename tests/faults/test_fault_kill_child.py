@@ -63,18 +63,19 @@ def test_sigkill_a_random_child_every_2s_loses_nothing(
     fleet.signal(signal.SIGTERM)
     assert fleet.wait(timeout=15) == 0
     result = ledger.check(ids, kills)
+    respawns = fleet.respawn_delays()[: len(kills)]  # not the SIGTERM's exits at the end
     figures = report(
         'kill_child',
         soak_s=soak_s, rate_target=RATE, rate_achieved=round(len(ids) / elapsed, 1), job_s=JOB_S, kills=len(kills),
         kill_ticks_skipped=skipped, drain_after_load_s=round(drain_s, 2),
-        child_exits_logged=fleet.log().count('child exited'),
+        child_exits_logged=fleet.log().count('child exited'), respawn_max_s=round(max(respawns), 3),
         **result.figures(),
     )  # fmt: skip
     result.assert_clean(allowed_failures=['while running this job, twice'])
-    # a killed child was doing work: it is replaced at once, never backed off, so there is always one to kill and
-    # the jobs it held run again within moments (with the crash-loop backoff, 60 s of this stopped the fleet)
-    assert skipped == 0, figures
-    assert figures['rerun_max_s'] <= 1.5, figures
+    # a killed child was doing work: it is replaced at once, never backed off (with the crash-loop backoff, the
+    # 5th kill of a slot waited 4 s, and 60 s of this left the fleet without a child for seconds at a time)
+    assert len(respawns) == len(kills) and max(respawns) < 0.4, figures
+    assert skipped <= 1, figures
     assert figures['reruns_measured'] > 0
     assert figures['rerun_median_s'] <= 2.0, figures
     assert figures['rate_achieved'] >= RATE * 0.8, figures
