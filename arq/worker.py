@@ -378,6 +378,8 @@ class Worker(JobExecution):
     async def _poll_loop(self) -> None:
         backoff = _BACKOFF_START_S
         while not self._should_exit():
+            # main() was cancelled, but redis-py swallowed the CancelledError (it can while a connection is set up)
+            _reraise_if_cancelling()
             try:
                 await self._iteration()
             except _TRANSIENT as e:
