@@ -369,6 +369,8 @@ class LedgerReport:
     unexplained_duplicates: list[str]
     leaked_in_progress: list[str]
     rerun_delays_s: list[float]
+    #: ids whose first run was not at try 1: a claim of theirs took a try (and a lease) but never ran them
+    first_run_late_try: list[str]
 
     def figures(self) -> dict[str, Any]:
         delays = sorted(self.rerun_delays_s)
@@ -385,6 +387,7 @@ class LedgerReport:
             'reruns_measured': len(delays),
             'rerun_median_s': round(statistics.median(delays), 3) if delays else None,
             'rerun_max_s': round(delays[-1], 3) if delays else None,
+            'first_run_not_at_try_1': len(self.first_run_late_try),
         }
 
     def assert_clean(self, *, allowed_failures: Iterable[str] = ()) -> None:
@@ -504,11 +507,12 @@ class Ledger:
                 for before, after in zip(runs, runs[1:], strict=False):
                     if before.pid in kill.pids and before.at <= kill.at <= after.at:
                         delays.append(after.at - kill.at)
+        late_try = [job_id for job_id in ids if all_runs[job_id] and all_runs[job_id][0].job_try > 1]
         leaked = self.in_progress_keys() if expect_drained else []
         return LedgerReport(
             enqueued=len(ids), succeeded=succeeded, failed=failed, queued=len(queued), lost=lost,
             runs=sum(len(r) for r in all_runs.values()), duplicated=duplicated, unexplained_duplicates=unexplained,
-            leaked_in_progress=leaked, rerun_delays_s=delays,
+            leaked_in_progress=leaked, rerun_delays_s=delays, first_run_late_try=late_try,
         )  # fmt: skip
 
 

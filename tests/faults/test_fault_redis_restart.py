@@ -42,7 +42,9 @@ def test_redis_restart_under_load_loses_nothing_and_no_worker_exits(
     ids = load.enqueued_ids(fleet.redis)
 
     drain_s = ledger.wait_all_done(ids, timeout=60, context=fleet)
-    resumed = [r.at for runs in ledger.all_runs(ids).values() for r in runs if r.at > stopped_at + downtime_s]
+    all_runs = ledger.all_runs(ids)
+    resumed = [r.at for runs in all_runs.values() for r in runs if r.at > stopped_at + downtime_s]
+    pickup = [runs[0].at - load.enqueued_at[i] for i, runs in all_runs.items() if runs and i in load.enqueued_at]
     assert fleet.children() == pids, 'a worker was replaced'
     assert 'child exited' not in fleet.log()
     fleet.signal(signal.SIGTERM)
@@ -54,7 +56,7 @@ def test_redis_restart_under_load_loses_nothing_and_no_worker_exits(
         first_run_after_restart_s=round(min(resumed) - (stopped_at + downtime_s), 2) if resumed else None,
         producer_failed_tries=load.failed_tries, producer_ids_already_there=load.repeated_ids,
         producer_longest_gap_s=round(load.longest_gap_s, 2), drain_after_load_s=round(drain_s, 2),
-        workers_replaced=0, **result.figures(),
+        slowest_pickup_s=round(max(pickup), 2), workers_replaced=0, **result.figures(),
     )  # fmt: skip
     result.assert_clean()
     assert result.duplicated == 0
