@@ -1,10 +1,15 @@
 """A reply lost on the way back from Redis: the command ran, the client never heard.
 
 Redis stopping (its output buffers are not flushed), a connection cut by CLIENT KILL, a proxy or a NAT dropping a
-socket: each can lose the reply of a command that Redis has executed. For most of the worker's commands that is
-harmless (the settle script is idempotent, a lease refresh is repeated). For the claim it is not: the jobs it claimed
-are leased and their try counted, but no worker runs them. test_fault_redis_restart.py meets this about once in
-fifteen runs (3 jobs first run at try 2, 19 s late); here a proxy loses that one reply on purpose.
+socket: each can lose the reply of a command that Redis has executed. The worker then sends it again (the settle
+loop) or moves on (the claim); a proxy here loses exactly one reply on purpose. Two commands are not safe to lose:
+
+* the claim: the jobs it claimed are leased and their try counted, but no worker runs them until the lease lapses.
+  test_fault_redis_restart.py meets this about once in fifteen runs (3 jobs first run at try 2, 19 s late);
+* a re-queue settlement (Retry, a shutdown cancel): sent again, it deletes the in-progress key of whichever worker
+  claimed the job in between, and a third claim runs the job again while that worker still runs it.
+
+A finishing settlement is safe to send twice (its job and queue entry are gone, no one can claim it in between).
 """
 
 from __future__ import annotations
@@ -20,8 +25,8 @@ import redis
 
 from arq import create_pool
 from arq.connections import RedisSettings
-from arq.scripts import CLAIM
-from arq.worker import Worker
+from arq.scripts import CLAIM, SETTLE
+from arq.worker import Retry, Worker
 from tests.faults.harness import report
 from tests.support.redis_server import RedisServer
 
@@ -100,6 +105,20 @@ async def job(ctx: dict[str, Any]) -> int:
     return int(ctx['job_try'])
 
 
+RUNS: list[tuple[int, float, float]] = []  # (try, started, finished) of flaky_job
+
+
+async def flaky_job(ctx: dict[str, Any]) -> int:
+    """Asks to be retried at once on its first try; later tries take a second."""
+    started = time.monotonic()
+    if ctx['job_try'] == 1:
+        RUNS.append((1, started, started))
+        raise Retry(defer=0)
+    await asyncio.sleep(1.0)
+    RUNS.append((int(ctx['job_try']), started, time.monotonic()))
+    return int(ctx['job_try'])
+
+
 @pytest.mark.xfail(
     strict=True,
     reason=(
@@ -140,6 +159,60 @@ async def test_claim_whose_reply_is_lost_is_run_soon_at_try_1(redis_server: Redi
             with contextlib.suppress(BaseException):
                 await task
         await worker.close()
+        await pool.aclose()
+        await proxy.close()
+        direct.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        'arq/ (worker settle): a re-queue settlement whose reply is lost is sent again, and the second one deletes '
+        'the in-progress key of the worker that claimed the job in between (SETTLE DELs arq:in-progress:<id> '
+        'whoever holds it): a third claim then runs the job while that worker still runs it. Reported to the owner '
+        'of arq/.'
+    ),
+)
+async def test_requeue_whose_reply_is_lost_never_runs_the_job_twice_at_once(
+    redis_server: RedisServer, redis_db: int
+) -> None:
+    """Expected: try 1 asks for a retry, try 2 runs, nothing else. Got: try 3 starts while try 2 still runs."""
+    RUNS.clear()
+    direct = redis.Redis(port=redis_server.port, db=redis_db)
+    direct.script_load(SETTLE)
+    direct.script_load(CLAIM)
+    queue = f'test:lost-settle:{time.monotonic_ns()}'
+    proxy = await ReplyDroppingProxy(redis_server.port, hashlib.sha1(SETTLE.encode()).hexdigest().encode()).start()
+    pool = await create_pool(RedisSettings(port=redis_server.port, database=redis_db), default_queue_name=queue)
+    # the first worker talks through the proxy, which loses the reply of its first settlement; the second is direct
+    workers = [
+        Worker([flaky_job], redis_settings=RedisSettings(host='127.0.0.1', port=port, database=redis_db),
+               queue_name=queue, poll_delay=0.05, handle_signals=False)
+        for port in (proxy.port, redis_server.port)
+    ]  # fmt: skip
+    tasks = []
+    try:
+        enqueued = await pool.enqueue_job('flaky_job')
+        assert enqueued is not None
+        proxy.armed = True
+        tasks.append(asyncio.create_task(workers[0].async_run()))
+        await asyncio.sleep(0.02)  # the first worker claims it
+        tasks.append(asyncio.create_task(workers[1].async_run()))
+        await enqueued.result(timeout=10)
+        await asyncio.sleep(1.5)  # a duplicate started meanwhile would finish by now
+        overlapping = [(a, b) for a in RUNS for b in RUNS if a[0] < b[0] and b[1] < a[2]]
+        report('lost_requeue_reply', replies_dropped=proxy.dropped, tries_run=[r[0] for r in RUNS],
+               ran_at_once=[(a[0], b[0]) for a, b in overlapping])  # fmt: skip
+        assert proxy.dropped == 1
+        assert not overlapping, f'tries ran at the same time: {overlapping}'
+        assert [r[0] for r in RUNS] == [1, 2]
+    finally:
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        for worker in workers:
+            await worker.close()
         await pool.aclose()
         await proxy.close()
         direct.close()
