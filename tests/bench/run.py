@@ -112,6 +112,21 @@ class Impl:
     key: str  # 'ours' | 'arq'
     label: str
     python: str
+    code: Path | None = None  # ours: the snapshot of arq/ and supervisor/ this run imports (PYTHONPATH, cwd)
+
+
+def snapshot_code(destination: Path) -> Path:
+    """
+    Copy arq/, supervisor/ and the driver: the whole run measures one version of our code, even if the working tree
+    changes meanwhile (other work goes on in this repository while a 10-minute benchmark runs).
+    """
+    ignore = shutil.ignore_patterns('__pycache__', '*.pyc')
+    for package in ('arq', 'supervisor'):
+        shutil.copytree(REPO / package, destination / package, ignore=ignore)
+    (destination / 'tests' / 'bench').mkdir(parents=True)
+    for name in ('__init__.py', 'driver.py'):
+        shutil.copy2(BENCH_DIR / name, destination / 'tests' / 'bench' / name)
+    return destination
 
 
 def ensure_ref_python(explicit: str | None) -> str:
@@ -157,8 +172,10 @@ def ensure_ours_python(explicit: str | None) -> str:
     return str(python)
 
 
-def driver_env(port: int, extra: dict[str, str] | None = None) -> dict[str, str]:
+def driver_env(impl: Impl, port: int, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(('PYTHON', 'BENCH_', 'ARQ_SUPERVISE_'))}
+    if impl.code is not None:
+        env['PYTHONPATH'] = str(impl.code)
     env['BENCH_REDIS_PORT'] = str(port)
     env.update(extra or {})
     return env
@@ -315,9 +332,8 @@ class Bench:
         self.checked: set[str] = set()
         self.run_counter = 0
         self.failures: list[str] = []
-        self.code_at_start = code_fingerprint()
         self.head_at_start = git_head()
-        self.code_changed: list[str] = []  # scenarios during (or before) which arq/ or supervisor/ changed on disk
+        self.code_at_start = code_fingerprint(impls[0].code or REPO)
 
     def close(self) -> None:
         self.server.stop()
@@ -326,15 +342,15 @@ class Bench:
         self.results.setdefault((section, config), {}).setdefault(impl.key, []).append(metrics)
 
     def check_impl(self, impl: Impl, report: dict[str, Any]) -> None:
-        """The first report of each side: the right arq, on uvloop."""
-        if impl.key in self.checked and 'arq_file' in report:
-            return
-        ours_path = str(REPO / 'arq')
+        """Every report: the right arq (ours: the snapshot; theirs: the venv's), on uvloop."""
+        ours_path = str((impl.code or REPO) / 'arq') if impl.key == 'ours' else str(REPO / 'arq')
         arq_file = report['arq_file']
-        if (impl.key == 'ours') != arq_file.startswith(ours_path):
+        if (impl.key == 'ours') != arq_file.startswith(ours_path) or (impl.key != 'ours' and '/arq-bench-' in arq_file):
             raise RuntimeError(f'{impl.label} imported the wrong arq: {arq_file}')
         if report.get('loop') != 'uvloop':
             raise RuntimeError(f'{impl.label} is not running on uvloop: {report.get("loop")}')
+        if impl.key in self.checked:
+            return
         self.checked.add(impl.key)
         log(f'{impl.label}: arq {report["arq_version"]} from {arq_file}, redis-py {report["redis_py"]}, uvloop')
 
@@ -383,6 +399,7 @@ class Bench:
         self.probe.pre_enqueue(n, function)
         out = self.out_dir()
         env = driver_env(
+            impl,
             self.server.port,
             {'BENCH_OUT_DIR': str(out), 'BENCH_POLL_DELAY': str(poll_delay), 'BENCH_MAX_JOBS': str(max_jobs)},
         )
@@ -399,7 +416,9 @@ class Bench:
                     SETTINGS_PATH,
                 ]  # fmt: skip
                 running.append(
-                    subprocess.Popen(cmd, cwd=REPO, env=env, stdout=logfile, stderr=logfile, start_new_session=True)
+                    subprocess.Popen(
+                        cmd, cwd=impl.code or REPO, env=env, stdout=logfile, stderr=logfile, start_new_session=True
+                    )
                 )
             else:
                 cmd = [impl.python, str(DRIVER), 'worker', '--port', str(self.server.port), '--burst']
@@ -429,7 +448,8 @@ class Bench:
         reports = [json.loads(p.read_text()) for p in sorted(out.glob('worker-*.json'))]
         if len(reports) != procs:
             raise RuntimeError(f'{impl.label}: {len(reports)} worker reports for {procs} processes (see {out})')
-        self.check_impl(impl, reports[0])
+        for report in reports:
+            self.check_impl(impl, report)
         jobs = sum(r['jobs'] for r in reports)
         left = self.probe.client.zcard(QUEUE)
         if jobs != n or left:
@@ -490,7 +510,7 @@ class Bench:
         cmd += ['--batch', str(batch)]
         with processes() as running, open(out / 'client.log', 'wb') as logfile:
             p = subprocess.Popen(
-                cmd, cwd=out, env=driver_env(self.server.port), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                cmd, cwd=out, env=driver_env(impl, self.server.port), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=logfile, start_new_session=True, text=True,
             )  # fmt: skip
             running.append(p)
@@ -582,7 +602,7 @@ class Bench:
     def latency(self, impl: Impl) -> dict[str, float]:
         self.probe.reset()
         out = self.out_dir()
-        env = driver_env(self.server.port, {'BENCH_OUT_DIR': str(out)})  # default poll_delay and max_jobs
+        env = driver_env(impl, self.server.port, {'BENCH_OUT_DIR': str(out)})  # default poll_delay and max_jobs
         with processes() as running, open(out / 'worker.log', 'wb') as logfile:
             worker = subprocess.Popen(
                 [impl.python, str(DRIVER), 'worker', '--port', str(self.server.port)],
@@ -596,7 +616,7 @@ class Bench:
             client = subprocess.Popen(
                 [impl.python, str(DRIVER), 'latency', '--port', str(self.server.port),
                  '--n', str(self.sizes.latency_n), '--interval', '0.02'],
-                cwd=out, env=driver_env(self.server.port), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                cwd=out, env=driver_env(impl, self.server.port), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=logfile, start_new_session=True, text=True,
             )  # fmt: skip
             running.append(client)
@@ -682,7 +702,8 @@ class Bench:
         path = RESULTS_DIR / ('profile-native.txt' if self.args.native else 'profile.txt')
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(
-            f'# Profiles of our arq ({git_head()}), {time.strftime("%Y-%m-%d %H:%M")}\n'
+            f'# Profiles of our arq ({self.head_at_start}, code fingerprint {self.code_at_start}), '
+            f'{time.strftime("%Y-%m-%d %H:%M")}\n'
             f'# `{self.command}`\n\n' + '\n\n'.join(parts)
         )
         return path
@@ -758,7 +779,9 @@ def short_frame(frame: str) -> str:
     name, _, where = frame.partition(' (')
     where = where.rstrip(')')
     path = where.rsplit(':', 1)[0]
-    for marker in ('site-packages/', 'lib/python3.11/', '/work/main/'):
+    if '/arq-bench-' in path and '/code/' in path:  # our code, as snapshotted for this run
+        path = path.split('/code/', 1)[1]
+    for marker in ('site-packages/', 'lib/python3.11/', f'{REPO}/'):
         if marker in path:
             path = path.split(marker, 1)[1]
             break
@@ -1096,8 +1119,9 @@ def machine_description(bench: Bench) -> str:
         f'{platform.system()} {platform.release()}\n'
         f'- Python {platform.python_version()}; redis-server {redis_version} (started by the benchmark: '
         'no persistence, TCP on 127.0.0.1)\n'
-        f"- ours: this repository at `{bench.head_at_start}` in a bare venv (.cache/bench-venv-ours: pyproject's "
-        f'dependencies, the repository on sys.path), {versions[0]}\n'
+        f'- ours: arq/ and supervisor/ of this repository at `{bench.head_at_start}`, copied at the start '
+        f'(code fingerprint {bench.code_at_start}), in a bare venv (.cache/bench-venv-ours: the dependencies '
+        f'from pyproject.toml), {versions[0]}\n'
         f'- arq 0.26.3: `pip install {" ".join(REF_REQUIREMENTS)}` in a separate venv (.cache/bench-venv-arq-0.26.3), '
         f'{versions[1]}\n'
         f'- date: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}\n'
@@ -1113,13 +1137,13 @@ def interpreter_versions(python: str, cwd: Path) -> str:
     return subprocess.run([python, '-c', code], capture_output=True, text=True, cwd=cwd).stdout.strip() or '?'
 
 
-def code_fingerprint() -> str:
-    """A hash of our arq/ and supervisor/ as they are on disk: the benchmark runs the working tree."""
+def code_fingerprint(root: Path) -> str:
+    """A hash of arq/ and supervisor/ under root: which code a results file measured."""
     import hashlib
 
     digest = hashlib.sha1()
-    for path in sorted([*(REPO / 'arq').rglob('*.py'), *(REPO / 'supervisor').rglob('*.py')]):
-        digest.update(str(path.relative_to(REPO)).encode() + b'\0' + path.read_bytes())
+    for path in sorted([*(root / 'arq').rglob('*.py'), *(root / 'supervisor').rglob('*.py')]):
+        digest.update(str(path.relative_to(root)).encode() + b'\0' + path.read_bytes())
     return digest.hexdigest()[:12]
 
 
@@ -1151,12 +1175,6 @@ def render(bench: Bench, command: str, elapsed_s: float) -> str:
     )
     noise = [m['foreign_cores'] for runs in bench.results.values() for ms in runs.values() for m in ms
              if 'foreign_cores' in m]  # fmt: skip
-    if bench.code_changed:
-        method += (
-            f'\n\n**arq/ or supervisor/ changed on disk during this run** (noticed after: '
-            f'{", ".join(bench.code_changed)}; HEAD {bench.head_at_start} → {git_head()}): '
-            'the figures mix two versions of our code.'
-        )
     if bench.failures:
         method += f'\n\n**{len(bench.failures)} run(s) failed** and were retried or left out: ' + '; '.join(
             sorted(set(bench.failures))
@@ -1213,23 +1231,20 @@ def main() -> None:
     scenarios = [s for s in SCENARIOS if s in scenarios]  # scaling last
     if args.profile_only:
         scenarios = []
-    impls = [
-        Impl('ours', 'ours', ensure_ours_python(args.ours_python)),
-        Impl('arq', 'arq 0.26.3', ensure_ref_python(args.ref_python)),
-    ]
     output = args.output or RESULTS_DIR / ('quick.md' if args.quick else 'latest.md')
     command = 'python -m tests.bench.run' + ''.join(f' {a}' for a in sys.argv[1:])
 
     workdir = Path(tempfile.mkdtemp(prefix='arq-bench-'))
+    impls = [
+        Impl('ours', 'ours', ensure_ours_python(args.ours_python), snapshot_code(workdir / 'code')),
+        Impl('arq', 'arq 0.26.3', ensure_ref_python(args.ref_python)),
+    ]
     started = time.monotonic()
     bench = Bench(args, sizes, impls, workdir, command)
     try:
         for scenario in scenarios:
             log(f'--- {scenario} ---')
             getattr(bench, f'scenario_{scenario}')()
-            if code_fingerprint() != bench.code_at_start:
-                bench.code_changed.append(scenario)
-                log(f'WARNING: arq/ or supervisor/ changed on disk during the {scenario} scenario')
         if args.profile or args.profile_only:
             path = bench.profile(impls[0])
             log(f'profile written to {path}')
