@@ -10,6 +10,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from uuid import uuid4
 
 from .constants import keep_cronjob_progress, retry_counter_ttl_s, retry_key_prefix
 from .jobs import SerializationError, deserialize_job_raw, serialize_result
@@ -49,9 +50,14 @@ class Settlement:
     result: bytes = b''
     result_px: int = 0
     score_incr: int = 0
+    nonce: str = ''
 
-    def fields(self) -> tuple[str, str, int, bytes, int, int]:
-        return self.job_id, self.op, self.tombstone_ms, self.result, self.result_px, self.score_incr
+    def __post_init__(self) -> None:
+        if self.op != 'f' and not self.nonce:
+            self.nonce = uuid4().hex  # a re-queue is applied once, even if sent again after a lost reply
+
+    def fields(self) -> tuple[str, str, int, bytes, int, int, str]:
+        return self.job_id, self.op, self.tombstone_ms, self.result, self.result_px, self.score_incr, self.nonce
 
 
 class Retry(RuntimeError):

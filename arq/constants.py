@@ -28,6 +28,10 @@ nudge_channel_prefix = 'arq:nudge:'
 job_done_channel_prefix = 'arq:done:'
 # how many times a worker process died while holding this job (written by the supervisor)
 job_deaths_key_prefix = 'arq:deaths:'
+# the ids a claim took, kept for one lease so a worker whose claim reply was lost can take them back
+claim_record_prefix = 'arq:claim:'
+# a re-queue's marker, so a settlement sent again after a lost reply is applied once
+settled_marker_prefix = 'arq:settled:'
 # per-supervisor health detail
 supervisor_key_prefix = 'arq:supervisor:'
 

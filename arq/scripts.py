@@ -21,17 +21,42 @@ return 1
 
 # Claim up to `want` due jobs for this worker and start them: take the in-progress key as a lease (SET NX PX),
 # read the payload and bump the try counter exactly as arq's start transaction does.
+# The ids claimed are recorded under the claim's token for one lease: if the reply is lost (a cut connection), the
+# worker sends the same token again with `recover` set and gets those jobs back, instead of leaving them leased to
+# no one with a try used up.
 # KEYS: queue. ARGV: now ms, lease ms, want, read limit, retry ttl s, check abort (1/0),
-#   job prefix, in-progress prefix, retry prefix, abort set.
+#   job prefix, in-progress prefix, retry prefix, abort set, claim record key, recover (1/0).
 # Returns {queued count, next future score or false, then per claimed job: id, payload or false, try, score,
 #   1 if an abort had been requested before it started}.
 CLAIM = """
 local queue = KEYS[1]
 local now, lease, want, limit = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local retry_ttl, check_abort = ARGV[5], ARGV[6] == '1'
-local job_p, ip_p, retry_p, abort_key = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+local job_p, ip_p, retry_p, abort_key, record_key = ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]
 local out = {redis.call('ZCARD', queue), false}
-local claimed, offset = 0, 0
+local nxt = redis.call('ZRANGEBYSCORE', queue, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+if #nxt > 0 then
+  out[2] = nxt[2]
+end
+if ARGV[12] == '1' then
+  local recorded = redis.call('LRANGE', record_key, 0, -1)
+  if #recorded > 0 then
+    for _, id in ipairs(recorded) do
+      local score = redis.call('ZSCORE', queue, id)
+      if score then
+        redis.call('PEXPIRE', ip_p .. id, lease)
+        out[#out + 1] = id
+        out[#out + 1] = redis.call('GET', job_p .. id)
+        out[#out + 1] = tonumber(redis.call('GET', retry_p .. id) or '1')
+        out[#out + 1] = score
+        out[#out + 1] = 0
+      end
+    end
+    redis.call('DEL', record_key)
+    return out
+  end
+end
+local claimed, offset, ids = 0, 0, {}
 -- a bounded scan: running jobs stay in the queue, so skip past them, but never block Redis for long
 while claimed < want and offset < limit * 10 do
   local batch = redis.call('ZRANGEBYSCORE', queue, '-inf', now, 'WITHSCORES', 'LIMIT', offset, limit)
@@ -50,6 +75,7 @@ while claimed < want and offset < limit * 10 do
       out[#out + 1] = try
       out[#out + 1] = score
       out[#out + 1] = aborted
+      ids[#ids + 1] = id
       claimed = claimed + 1
       if claimed >= want then
         break
@@ -61,33 +87,34 @@ while claimed < want and offset < limit * 10 do
   end
   offset = offset + limit
 end
-local nxt = redis.call('ZRANGEBYSCORE', queue, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
-if #nxt > 0 then
-  out[2] = nxt[2]
+if claimed > 0 then
+  redis.call('RPUSH', record_key, unpack(ids))
+  redis.call('PEXPIRE', record_key, lease)
 end
 return out
 """
 
 # Settle a batch of jobs in one round trip: finish (result stored, keys removed) or re-queue.
 # KEYS: queue. ARGV: job prefix, in-progress prefix, retry prefix, result prefix, abort set, done channel prefix,
-#   then 6 fields per job: id, op, tombstone ms, result payload, result px, score increment.
+#   settled-marker prefix, then 7 fields per job: id, op, tombstone ms, result payload, result px, score increment,
+#   nonce.
 #   op: 'f' finish, 'r' re-queue, 'g' re-queue and give back the try (a shutdown cancelled it, the job did not fail).
 #   tombstone ms: '0' deletes the in-progress key, otherwise it is kept that long (cron jobs).
 #   result payload: '' stores no result. result px: '0' keeps the result forever.
+#   nonce: a re-queue is applied once per nonce, so sending it again after a lost reply cannot delete the lease of
+#   a worker that claimed the job in between. A finish is safe to repeat: its job is gone, no one can claim it.
 SETTLE = """
 local queue = KEYS[1]
 local job_p, ip_p, retry_p, result_p, abort_key, done_p = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-for i = 7, #ARGV, 6 do
+local settled_p = ARGV[7]
+for i = 8, #ARGV, 7 do
   local id, op, tomb, payload, px, incr = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
-  if tomb ~= '0' then
-    redis.call('PEXPIRE', ip_p .. id, tomb)
-  elseif op ~= 'f' then
-    redis.call('DEL', ip_p .. id)
-  end
+  local nonce = ARGV[i + 6]
   if op == 'f' then
     if tomb == '0' then
       redis.call('DEL', ip_p .. id, job_p .. id, retry_p .. id)
     else
+      redis.call('PEXPIRE', ip_p .. id, tomb)
       redis.call('DEL', job_p .. id, retry_p .. id)
     end
     if payload ~= '' then
@@ -100,7 +127,12 @@ for i = 7, #ARGV, 6 do
     redis.call('ZREM', queue, id)
     redis.call('ZREM', abort_key, id)
     redis.call('PUBLISH', done_p .. id, '1')
-  else
+  elseif redis.call('SET', settled_p .. nonce, '1', 'PX', 60000, 'NX') then
+    if tomb == '0' then
+      redis.call('DEL', ip_p .. id)
+    else
+      redis.call('PEXPIRE', ip_p .. id, tomb)
+    end
     if incr ~= '0' then
       redis.call('ZINCRBY', queue, incr, id)
     end

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Any, cast
+from uuid import uuid4
 
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
@@ -27,6 +28,7 @@ from .connections import ArqRedis, RedisSettings, create_pool, log_redis_info
 from .constants import (
     abort_entry_max_age_ms,
     abort_jobs_ss,
+    claim_record_prefix,
     default_lease_s,
     default_queue_name,
     expires_extra_ms,
@@ -38,6 +40,7 @@ from .constants import (
     result_key_prefix,
     retry_counter_ttl_s,
     retry_key_prefix,
+    settled_marker_prefix,
 )
 from .cron import CronJob, local_timezone
 from .jobs import Deserializer, JobResult, Serializer
@@ -253,6 +256,7 @@ class Worker(JobExecution):
         self.redis_error: str | None = None
 
         self._held: set[str] = set()
+        self._claim_token: str | None = None
         self._pending_settles: list[tuple[Settlement, asyncio.Future[None]]] = []
         self._wake: asyncio.Event | None = None
         self._stopping = False
@@ -474,8 +478,13 @@ class Worker(JobExecution):
 
     async def _claim_jobs(self) -> None:
         slots = self._free_slots()
-        if slots == 0:
+        recovering = self._claim_token is not None
+        if slots == 0 and not recovering:
             return
+        if not recovering:
+            self._claim_token = uuid4().hex
+        # kept until the reply arrives: a claim whose reply was lost is sent again with the same token to get its
+        # jobs back (see scripts.CLAIM)
         reply = await self._claim_script(
             keys=[self.queue_name],
             args=[
@@ -489,8 +498,11 @@ class Worker(JobExecution):
                 in_progress_key_prefix,
                 retry_key_prefix,
                 abort_jobs_ss,
+                claim_record_prefix + cast(str, self._claim_token),
+                1 if recovering else 0,
             ],
         )
+        self._claim_token = None
         self._queued = int(reply[0])
         self._next_score = int(float(reply[1])) if reply[1] is not None else None
         claims = [
@@ -545,6 +557,7 @@ class Worker(JobExecution):
             result_key_prefix,
             abort_jobs_ss,
             job_done_channel_prefix,
+            settled_marker_prefix,
         ]
         for settlement, _ in batch:
             args.extend(settlement.fields())

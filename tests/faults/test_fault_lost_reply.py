@@ -10,6 +10,8 @@ loop) or moves on (the claim); a proxy here loses exactly one reply on purpose. 
   claimed the job in between, and a third claim runs the job again while that worker still runs it.
 
 A finishing settlement is safe to send twice (its job and queue entry are gone, no one can claim it in between).
+The worker makes the other two safe: a claim records its ids under a token for one lease and is sent again with
+that token; a re-queue carries a nonce and is applied once.
 """
 
 from __future__ import annotations
@@ -119,16 +121,8 @@ async def flaky_job(ctx: dict[str, Any]) -> int:
     return int(ctx['job_try'])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        'arq/ (worker claim): when the reply of a CLAIM script that Redis executed is lost, the jobs it claimed stay '
-        'leased to no one for a whole lease (12 s by default, 19 s under arq-supervise) and their try is used up: '
-        'the job first runs at try 2. See the module docstring; reported to the owner of arq/.'
-    ),
-)
 async def test_claim_whose_reply_is_lost_is_run_soon_at_try_1(redis_server: RedisServer, redis_db: int) -> None:
-    """Expected: the job runs within half a lease, at try 1. Got (arq as of this test): after the lease, at try 2."""
+    """The claim is sent again with its token and gets its job back: it runs within half a lease, at try 1."""
     sha = hashlib.sha1(CLAIM.encode()).hexdigest().encode()
     direct = redis.Redis(port=redis_server.port, db=redis_db)
     direct.script_load(CLAIM)  # so the worker's first EVALSHA runs the script (no NOSCRIPT round first)
@@ -164,19 +158,10 @@ async def test_claim_whose_reply_is_lost_is_run_soon_at_try_1(redis_server: Redi
         direct.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        'arq/ (worker settle): a re-queue settlement whose reply is lost is sent again, and the second one deletes '
-        'the in-progress key of the worker that claimed the job in between (SETTLE DELs arq:in-progress:<id> '
-        'whoever holds it): a third claim then runs the job while that worker still runs it. Reported to the owner '
-        'of arq/.'
-    ),
-)
 async def test_requeue_whose_reply_is_lost_never_runs_the_job_twice_at_once(
     redis_server: RedisServer, redis_db: int
 ) -> None:
-    """Expected: try 1 asks for a retry, try 2 runs, nothing else. Got: try 3 starts while try 2 still runs."""
+    """Try 1 asks for a retry, try 2 runs, nothing else: the re-queue sent again is applied once."""
     RUNS.clear()
     direct = redis.Redis(port=redis_server.port, db=redis_db)
     direct.script_load(SETTLE)
