@@ -130,8 +130,9 @@ class SupervisedWorker(Worker):
         self.link.send({'type': 'claimed', 'ids': job_ids})
 
     def _notify_settled(self, job_ids: list[str]) -> None:
-        # the counters ride along so the parent can recycle after exactly max-jobs-per-child jobs
-        self.link.send({**ChildRunner.heartbeat(self), 'type': 'settled', 'ids': job_ids})
+        # the counters ride along so the parent can recycle after exactly max-jobs-per-child jobs; the rest of a
+        # heartbeat (held ids, statistics) waits for the next one: this message is sent for every settled batch
+        self.link.send({**ChildRunner.counters(self), 'type': 'settled', 'ids': job_ids})
 
 
 class ChildRunner:
@@ -240,13 +241,19 @@ class ChildRunner:
             await asyncio.sleep(self.spec.heartbeat_interval_s)
 
     @staticmethod
-    def heartbeat(worker: Worker) -> dict[str, Any]:
+    def counters(worker: Worker) -> dict[str, Any]:
         return {
-            'type': 'heartbeat',
             'complete': worker.jobs_complete,
             'failed': worker.jobs_failed,
             'retried': worker.jobs_retried,
             'ongoing': worker.jobs_ongoing,
+        }
+
+    @staticmethod
+    def heartbeat(worker: Worker) -> dict[str, Any]:
+        return {
+            'type': 'heartbeat',
+            **ChildRunner.counters(worker),
             'held': sorted(worker.held_job_ids),
             'redis_error': worker.redis_error,
             'stats': worker.stats.to_wire() if isinstance(worker, SupervisedWorker) else None,
