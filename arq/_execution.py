@@ -139,13 +139,13 @@ class JobExecution:
         try:
             await self._run_claimed_job(claim)
         except Exception:
-            logger.exception('unexpected error handling job %s; re-queueing it', claim.job_id)
+            logger.exception('unexpected error handling job %s; re-queueing it', claim.job_id, extra=_job(claim.job_id))
             await self._settle(Settlement(claim.job_id, 'r'))
 
     async def _run_claimed_job(self, claim: Claim) -> None:
         job_id, start_ms = claim.job_id, timestamp_ms()
         if claim.payload is None:
-            logger.warning('job %s expired', job_id)
+            logger.warning('job %s expired', job_id, extra=_job(job_id))
             self.jobs_failed += 1
             await self._fail_early(claim, '<unknown>', (), {}, 0, JobExecutionFailed('job expired'), start_ms)
             return
@@ -154,21 +154,21 @@ class JobExecution:
                 claim.payload, deserializer=self.job_deserializer
             )
         except SerializationError as e:
-            logger.error('deserializing job %s failed: %s', job_id, e)
+            logger.error('deserializing job %s failed: %s', job_id, e, extra=_job(job_id))
             self.jobs_failed += 1
             await self._fail_early(claim, '<unknown>', (), {}, 0, e, start_ms)
             return
 
         if claim.aborted:
             t = (timestamp_ms() - start_ms) / 1000
-            logger.info('%6.2fs ⊘ %s:%s aborted before start', t, job_id, function_name)
+            logger.info('%6.2fs ⊘ %s:%s aborted before start', t, job_id, function_name, extra=_job(job_id))
             self.jobs_failed += 1
             await self._fail_early(claim, function_name, args, kwargs, enqueue_time_ms, asyncio.CancelledError())
             return
 
         function = self.functions.get(function_name)
         if function is None:
-            logger.warning('job %s, function %r not found', job_id, function_name)
+            logger.warning('job %s, function %r not found', job_id, function_name, extra=_job(job_id))
             self.jobs_failed += 1
             failure = JobExecutionFailed(f'function {function_name!r} not found')
             await self._fail_early(claim, function_name, args, kwargs, enqueue_time_ms, failure, start_ms)
@@ -184,7 +184,7 @@ class JobExecution:
         max_tries = self.max_tries if function.max_tries is None else function.max_tries
         if claim.job_try > max_tries:
             t = (timestamp_ms() - enqueue_time_ms) / 1000
-            logger.warning('%6.2fs ! %s max retries %d exceeded', t, ref, max_tries)
+            logger.warning('%6.2fs ! %s max retries %d exceeded', t, ref, max_tries, extra=_job(job_id))
             self.jobs_failed += 1
             failure = JobExecutionFailed(f'max {max_tries} retries exceeded')
             await self._fail_early(claim, function_name, args, kwargs, enqueue_time_ms, failure, function=function)
@@ -217,7 +217,7 @@ class JobExecution:
             if start_ms - score > 1200:
                 extra += f' delayed={(start_ms - score) / 1000:0.2f}s'
             delay_s = (start_ms - enqueue_time_ms) / 1000
-            logger.info('%6.2fs → %s(%s)%s', delay_s, ref, args_to_string(args, kwargs), extra)
+            logger.info('%6.2fs → %s(%s)%s', delay_s, ref, args_to_string(args, kwargs), extra, extra=_job(job_id))
 
         timeout_s = self.job_timeout_s if function.timeout_s is None else function.timeout_s
         outcome: BaseException | None = hook_error
@@ -271,21 +271,23 @@ class JobExecution:
         if outcome is None:
             if logger.isEnabledFor(logging.INFO):
                 result_str = '' if result is None or not self.log_results else truncate(_safe_repr(result))
-                logger.info('%6.2fs ← %s ● %s', t, ref, result_str)
+                logger.info('%6.2fs ← %s ● %s', t, ref, result_str, extra=_job(job_id))
             self.jobs_complete += 1
             return Settlement(job_id, 'f'), True
         if self.retry_jobs and isinstance(outcome, Retry):
-            logger.info('%6.2fs ↻ %s retrying job in %0.2fs', t, ref, (outcome.defer_score or 0) / 1000)
+            logger.info(
+                '%6.2fs ↻ %s retrying job in %0.2fs', t, ref, (outcome.defer_score or 0) / 1000, extra=_job(job_id)
+            )
             incr = outcome.defer_score + (timestamp_ms() - claim.score) if outcome.defer_score else 0
             self.jobs_retried += 1
             return Settlement(job_id, 'r', score_incr=incr), False
         if isinstance(outcome, asyncio.CancelledError) and job_id in self.aborting_tasks:
-            logger.info('%6.2fs ⊘ %s aborted', t, ref)
+            logger.info('%6.2fs ⊘ %s aborted', t, ref, extra=_job(job_id))
             self.aborting_tasks.discard(job_id)
             self.jobs_failed += 1
             return Settlement(job_id, 'f'), False
         if self.retry_jobs and isinstance(outcome, asyncio.CancelledError | RetryJob):
-            logger.info('%6.2fs ↻ %s cancelled, will be run again', t, ref)
+            logger.info('%6.2fs ↻ %s cancelled, will be run again', t, ref, extra=_job(job_id))
             self.jobs_retried += 1
             # a shutdown cancelled the job through no fault of its own: give back the try it used (arq #267)
             give_back = isinstance(outcome, asyncio.CancelledError) and self._shutdown_cancel
@@ -302,7 +304,7 @@ class JobExecution:
             ref,
             outcome.__class__.__name__,
             outcome,
-            extra={'extra': exc_extra},
+            extra={'extra': exc_extra, 'job_id': job_id},
             exc_info=outcome,
         )
         self.jobs_failed += 1
@@ -377,7 +379,9 @@ class JobExecution:
         try:
             await hook(ctx)
         except Exception as e:
-            logger.exception('%s hook failed for job %s: %s: %s', name, job_id, e.__class__.__name__, e)
+            logger.exception(
+                '%s hook failed for job %s: %s: %s', name, job_id, e.__class__.__name__, e, extra=_job(job_id)
+            )
             return e
         return None
 
@@ -403,6 +407,11 @@ async def _call_with_timeout(
 ) -> Any:
     async with asyncio.timeout(timeout_s):
         return await function.coroutine(ctx, *args, **kwargs)
+
+
+def _job(job_id: str) -> dict[str, str]:
+    """`extra` for a job's log records: structured log formatters (arq-supervise --log-format json) show the id."""
+    return {'job_id': job_id}
 
 
 def _outcome_label(settlement: Settlement, success: bool, outcome: BaseException | None) -> str:

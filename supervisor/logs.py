@@ -27,6 +27,12 @@ class JsonFormatter(logging.Formatter):
             'role': getattr(record, 'role', _context['role']),
             'message': record.getMessage(),
         }
+        slot = getattr(record, 'role', _context['role']).rpartition(' ')[2]
+        if slot.isdigit():
+            document['slot'] = int(slot)
+        job_id = getattr(record, 'job_id', None)
+        if job_id is not None:
+            document['job_id'] = job_id
         if record.exc_info:
             document['exc'] = self.formatException(record.exc_info)
         return json.dumps(document)

@@ -218,6 +218,8 @@ def test_watch_restarts_everything_when_code_changes(supervisor: Supervisor) -> 
 def test_json_logs_one_object_per_line(supervisor: Supervisor) -> None:
     supervisor.start('--procs', '1', '--log-format', 'json', settings=supervisor.write_settings())
     [child] = supervisor.wait_ready(1)
+    job_id = supervisor.enqueue('quick', 'json-logged')
+    wait_until(lambda: supervisor.events('finished'), message='the job ran')
     supervisor.signal(signal.SIGTERM)
     assert supervisor.wait(timeout=10) == 0
     records = [json.loads(line) for line in supervisor.log().splitlines()]
@@ -225,3 +227,6 @@ def test_json_logs_one_object_per_line(supervisor: Supervisor) -> None:
     assert ('supervisor', supervisor.pid) in roles
     assert ('worker 1', child) in roles
     assert any(r['message'].startswith('child ready slot=1') for r in records)
+    job_lines = [r for r in records if r.get('job_id') == job_id]
+    assert {r['slot'] for r in job_lines} == {1}
+    assert any('→' in r['message'] for r in job_lines) and any('←' in r['message'] for r in job_lines)
