@@ -19,8 +19,8 @@ redis.call('PUBLISH', ARGV[5], ARGV[3])
 return 1
 """
 
-# Claim up to `want` due jobs for this worker and start them: take the in-progress key as a lease (SET NX PX),
-# read the payload and bump the try counter exactly as arq's start transaction does.
+# Claim up to `want` due jobs for this worker and start them: take the in-progress key as a lease (SET PX, on ids
+# whose key an MGET found absent), read the payload and bump the try counter exactly as arq's start transaction does.
 # The ids claimed are recorded under the claim's token for one lease: if the reply is lost (a cut connection), the
 # worker sends the same token again with `recover` set and gets those jobs back, instead of leaving them leased to
 # no one with a try used up.
@@ -57,12 +57,24 @@ if ARGV[12] == '1' then
   end
 end
 local claimed, offset, ids = 0, 0, {}
--- a bounded scan: running jobs stay in the queue, so skip past them, but never block Redis for long
+-- due jobs are read in chunks a little larger than what we want, and one MGET tells which are leased already
+-- (running jobs stay in the queue, at its head): a failed SET NX per leased job would cost a command each
+local chunk = math.min(limit, math.max(want * 2, 16))
+-- a bounded scan, so Redis is never blocked for long
 while claimed < want and offset < limit * 10 do
-  local batch = redis.call('ZRANGEBYSCORE', queue, '-inf', now, 'WITHSCORES', 'LIMIT', offset, limit)
+  local batch = redis.call('ZRANGEBYSCORE', queue, '-inf', now, 'WITHSCORES', 'LIMIT', offset, chunk)
+  if #batch == 0 then
+    break
+  end
+  local keys = {}
+  for i = 1, #batch, 2 do
+    keys[#keys + 1] = ip_p .. batch[i]
+  end
+  local leased = redis.call('MGET', unpack(keys))
   for i = 1, #batch, 2 do
     local id, score = batch[i], batch[i + 1]
-    if tonumber(score) ~= 0 and redis.call('SET', ip_p .. id, '1', 'PX', lease, 'NX') then
+    if not leased[(i + 1) / 2] and tonumber(score) ~= 0 then
+      redis.call('SET', ip_p .. id, '1', 'PX', lease)
       local payload = redis.call('GET', job_p .. id)
       local try = redis.call('INCR', retry_p .. id)
       redis.call('EXPIRE', retry_p .. id, retry_ttl)
@@ -82,10 +94,10 @@ while claimed < want and offset < limit * 10 do
       end
     end
   end
-  if #batch < limit * 2 then
+  if #batch < chunk * 2 then
     break
   end
-  offset = offset + limit
+  offset = offset + chunk
 end
 if claimed > 0 then
   redis.call('RPUSH', record_key, unpack(ids))
