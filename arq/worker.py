@@ -67,6 +67,8 @@ logger = logging.getLogger('arq.worker')
 # Redis errors that mean "back off and try again", never "die"
 _TRANSIENT = (RedisError, OSError, asyncio.TimeoutError)
 _BACKOFF_START_S, _BACKOFF_MAX_S = 0.1, 5.0
+# a cancelled job still running after this long is cancelled again
+_RECANCEL_AFTER_S = 2.0
 
 
 @dataclass
@@ -257,6 +259,7 @@ class Worker(JobExecution):
 
         self._held: set[str] = set()
         self._claim_token: str | None = None
+        self._cancelled_at: dict[str, float] = {}  # job id -> when its task was last cancelled
         self._pending_settles: list[tuple[Settlement, asyncio.Future[None]]] = []
         self._wake: asyncio.Event | None = None
         self._stopping = False
@@ -406,6 +409,8 @@ class Worker(JobExecution):
             await self._sleep_unless_woken(self._next_wait_s())
 
     async def _iteration(self) -> None:
+        if self._cancelled_at:
+            self._recancel_stragglers()
         await self._claim_jobs()
         if self.allow_abort_jobs:
             await self._poll_aborts()
@@ -650,7 +655,29 @@ class Worker(JobExecution):
             task = self.job_tasks.get(job_id)
             if task is not None and job_id not in self.aborting_tasks:
                 self.aborting_tasks.add(job_id)
-                task.cancel()
+                self._cancel_job(job_id, task)
+
+    def _cancel_job(self, job_id: str, task: asyncio.Task[Any]) -> None:
+        self._cancelled_at[job_id] = asyncio.get_running_loop().time()
+        task.cancel()
+
+    def _recancel_stragglers(self) -> None:
+        """
+        Cancel again a job still running a while after it was cancelled (aborted, or stopped by a shutdown).
+
+        redis-py can swallow a CancelledError that lands while it sets up a connection, and a job that awaits Redis in
+        a loop would then run on as if never cancelled.
+        """
+        now = asyncio.get_running_loop().time()
+        for job_id, at in list(self._cancelled_at.items()):
+            task = self.job_tasks.get(job_id)
+            if task is None or task.done():
+                del self._cancelled_at[job_id]
+            elif now - at >= _RECANCEL_AFTER_S:
+                logger.warning(
+                    'job %s still running %.1fs after it was cancelled; cancelling it again', job_id, now - at
+                )
+                self._cancel_job(job_id, task)
 
     # --- health and cron ---
 
@@ -734,8 +761,8 @@ class Worker(JobExecution):
         self._shutdown_cancel = True
         if self.job_tasks:
             logger.info('%s: cancelling %d running jobs, they will be run again', why, len(self.job_tasks))
-        for task in self.job_tasks.values():
-            task.cancel()
+        for job_id, task in self.job_tasks.items():
+            self._cancel_job(job_id, task)
 
     def _wake_up(self) -> None:
         if self._wake is not None:
@@ -776,7 +803,8 @@ class Worker(JobExecution):
 
     async def _wait_for_jobs(self) -> None:
         while self.tasks:
-            await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+            await asyncio.wait(self.tasks.values(), timeout=_RECANCEL_AFTER_S)
+            self._recancel_stragglers()
 
     async def close(self) -> None:
         """Wait for running jobs to settle, run on_shutdown, remove our health line and close the pool."""

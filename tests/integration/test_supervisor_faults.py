@@ -70,6 +70,8 @@ def test_blocked_event_loop_is_dumped_killed_and_replaced(supervisor: Supervisor
     log = supervisor.wait_log('child unresponsive', timeout=10)
     assert 'reason=hang' in log
     wait_until(lambda: 'in blocker' in supervisor.log(), timeout=5, message='the stack dump naming the blocking job')
+    # the status file is rewritten every second: wait for the kill itself before asking it for the replacement
+    wait_until(lambda: not _alive(first), timeout=10, message='the hung child killed')
     [second] = supervisor.wait_ready(1, timeout=15)
     assert second != first
     assert 'killed by SIGKILL (its event loop stopped answering)' in supervisor.log()

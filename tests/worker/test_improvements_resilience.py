@@ -162,3 +162,26 @@ async def test_shutdown_cancellation_does_not_use_up_a_try(
 
     await asyncio.wait_for(worker(functions=[long_first_run]).main(), 10)
     assert await job.result(timeout=5) == 1
+
+
+async def shrugs_off_one_cancel(ctx: dict[str, Any]) -> None:
+    """Swallows the first cancellation, as redis-py can while it sets up a connection, then carries on working."""
+    await ctx['redis'].set(f'started:{ctx["job_id"]}', 1)
+    try:
+        await asyncio.sleep(30)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        assert task is not None
+        task.uncancel()
+    await asyncio.sleep(30)
+
+
+async def test_abort_of_a_job_that_swallowed_the_cancellation_is_sent_again(
+    arq_redis: ArqRedis, worker: WorkerFactory, arq_logs: pytest.LogCaptureFixture
+) -> None:
+    job = await arq_redis.enqueue_job('shrugs_off_one_cancel')
+    assert job is not None
+    worker.start(worker(functions=[shrugs_off_one_cancel], allow_abort_jobs=True, burst=False, poll_delay=0.05))
+    await wait_for_key(arq_redis, f'started:{job.job_id}')
+    assert await job.abort(timeout=10, poll_delay=0.05) is True
+    assert any('still running' in r.getMessage() and job.job_id in r.getMessage() for r in arq_logs.records)
