@@ -198,16 +198,6 @@ class ArqRedis(Redis):
         """Record an abort request for `job_id` (what `Job.abort` does before waiting)."""
         await self._abort_script(keys=[queue_name, abort_jobs_ss], args=[job_id, timestamp_ms()])
 
-    async def _get_job_result(self, key: bytes | str) -> JobResult:
-        key_s = key.decode() if isinstance(key, bytes) else key
-        job_id = key_s[len(result_key_prefix) :]
-        job = Job(job_id, self, _deserializer=self.job_deserializer)
-        r = await job.result_info()
-        if r is None:
-            raise KeyError(f'job "{key_s}" not found')
-        r.job_id = job_id
-        return r
-
     async def all_job_results(self) -> list[JobResult]:
         """All results of jobs in Redis (every queue), oldest enqueue first. Uses SCAN, never KEYS."""
         results: list[JobResult] = []
