@@ -24,6 +24,7 @@ test: install
 lint: install
 	$(BIN)/ruff check arq supervisor tests
 	$(BIN)/ruff format --check arq supervisor tests
+	@mkdir -p .cache/typecheck && ln -sfn ../../supervisor .cache/typecheck/arq_supervise
 	$(BIN)/mypy
 
 demo: install

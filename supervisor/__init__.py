@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from supervisor.config import SupervisorConfig
-from supervisor.settings import WorkerSettings
+from arq_supervise.config import SupervisorConfig
+from arq_supervise.settings import WorkerSettings
 
 __all__ = ['run']
 
 
 def run(config: SupervisorConfig, settings: WorkerSettings) -> int:
-    """Supervise workers until stopped; return the exit code (see supervisor.exits)."""
-    from supervisor.arbiter import Arbiter
+    """Supervise workers until stopped; return the exit code (see arq_supervise.exits)."""
+    from arq_supervise.arbiter import Arbiter
 
     return Arbiter(config, settings).run()

@@ -1,3 +1,3 @@
-from supervisor.cli import main
+from arq_supervise.cli import main
 
 main()

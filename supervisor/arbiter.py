@@ -15,24 +15,24 @@ from time import monotonic
 import psutil  # type: ignore[import-untyped]
 import setproctitle
 
-from supervisor import health, logs
-from supervisor.blame import Blame, new_region
-from supervisor.child import DUMP_SIGNAL, ChildSpec, run_child
-from supervisor.config import SupervisorConfig
-from supervisor.exits import ExitCode
-from supervisor.health import ChildStatus, Counters, HealthPublisher
-from supervisor.metrics import FleetView, JobStats, MetricsServer
-from supervisor.metrics import render as render_metrics
-from supervisor.notify import sd_notify
-from supervisor.process import Child, ChildState, ExitInfo, StopReason, describe_exit, fork_child, oom_kill_count
-from supervisor.release import JobReleaser, RedisLink, ReleaseQueue
-from supervisor.reporting import Reporter, Snapshot
-from supervisor.restart import BackoffPolicy, SlotHistory, after_exit, recycle_limit, should_halt
-from supervisor.settings import WorkerSettings
-from supervisor.signals import SignalQueue
-from supervisor.watch import CodeWatcher
+from arq_supervise import health, logs
+from arq_supervise.blame import Blame, new_region
+from arq_supervise.child import DUMP_SIGNAL, ChildSpec, run_child
+from arq_supervise.config import SupervisorConfig
+from arq_supervise.exits import ExitCode
+from arq_supervise.health import ChildStatus, Counters, HealthPublisher
+from arq_supervise.metrics import FleetView, JobStats, MetricsServer
+from arq_supervise.metrics import render as render_metrics
+from arq_supervise.notify import sd_notify
+from arq_supervise.process import Child, ChildState, ExitInfo, StopReason, describe_exit, fork_child, oom_kill_count
+from arq_supervise.release import JobReleaser, RedisLink, ReleaseQueue
+from arq_supervise.reporting import Reporter, Snapshot
+from arq_supervise.restart import BackoffPolicy, SlotHistory, after_exit, recycle_limit, should_halt
+from arq_supervise.settings import WorkerSettings
+from arq_supervise.signals import SignalQueue
+from arq_supervise.watch import CodeWatcher
 
-logger = logging.getLogger('supervisor.arbiter')
+logger = logging.getLogger('arq_supervise.arbiter')
 
 HANDLED_SIGNALS = (
     signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD,
@@ -41,7 +41,7 @@ HANDLED_SIGNALS = (
 KILLED_FOR_CAUSE = (StopReason.HANG, StopReason.BOOT_TIMEOUT, StopReason.MEMORY_KILL)
 #: --max-memory-per-child asks for a rolling replacement; this many times the limit kills the child at once
 MEMORY_KILL_FACTOR = 2.0
-#: a job whose steps grew the peak memory by less than this is not blamed for a SIGKILL (supervisor.blame)
+#: a job whose steps grew the peak memory by less than this is not blamed for a SIGKILL (arq_supervise.blame)
 MIN_BLAMED_GROWTH_MIB = 32.0
 
 

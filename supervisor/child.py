@@ -24,14 +24,14 @@ import setproctitle
 import uvloop
 
 from arq.worker import Worker
-from supervisor import health, logs
-from supervisor.blame import BlameRecorder
-from supervisor.exits import ExitCode
-from supervisor.metrics import JobStats
-from supervisor.settings import WorkerSettings
-from supervisor.signals import reset_all_handlers
+from arq_supervise import health, logs
+from arq_supervise.blame import BlameRecorder
+from arq_supervise.exits import ExitCode
+from arq_supervise.metrics import JobStats
+from arq_supervise.settings import WorkerSettings
+from arq_supervise.signals import reset_all_handlers
 
-logger = logging.getLogger('supervisor.child')
+logger = logging.getLogger('arq_supervise.child')
 
 #: the parent sends this to a child whose heartbeats stopped, to get its stack in the log before SIGKILL
 DUMP_SIGNAL = signal.SIGUSR2
@@ -48,7 +48,7 @@ class ChildSpec:
     heartbeat_interval_s: float
     lease_s: float
     worker_overrides: dict[str, Any] = field(default_factory=dict)
-    #: memory shared with the parent where the child records which job it is running (supervisor.blame)
+    #: memory shared with the parent where the child records which job it is running (arq_supervise.blame)
     blame_region: mmap.mmap | None = None
 
 

@@ -15,10 +15,10 @@ import click
 import redis
 
 from arq.connections import RedisSettings
-from supervisor import health, logs
-from supervisor.config import ConfigError, SupervisorConfig, available_cpus
-from supervisor.exits import EXIT_CODE_HELP, ExitCode
-from supervisor.settings import SettingsError, WorkerSettings, load_settings
+from arq_supervise import health, logs
+from arq_supervise.config import ConfigError, SupervisorConfig, available_cpus
+from arq_supervise.exits import EXIT_CODE_HELP, ExitCode
+from arq_supervise.settings import SettingsError, WorkerSettings, load_settings
 
 HELP = """Run N arq workers for SETTINGS (e.g. app.worker.WorkerSettings) under one supervising process.
 
@@ -125,10 +125,10 @@ def _load(settings_path: str, redis_url: str | None = None) -> WorkerSettings:
 
 def _supervise(config: SupervisorConfig, settings: WorkerSettings) -> int:
     if config.watch_path is not None:
-        from supervisor.watch import run_watching
+        from arq_supervise.watch import run_watching
 
         return run_watching(config, settings)
-    from supervisor.arbiter import Arbiter
+    from arq_supervise.arbiter import Arbiter
 
     return Arbiter(config, settings).run()
 
@@ -207,8 +207,8 @@ def _pid_file(path: Path | None) -> Iterator[None]:
 @click.option('--interval', type=click.FloatRange(min=0.1), default=1.0, show_default=True,
               help='Seconds between the two reads that give jobs/s (and between refreshes).')  # fmt: skip
 def status_cli(settings_path: str, watch: bool, as_json: bool, redis_url: str | None, interval: float) -> None:
-    from supervisor.release import sync_client
-    from supervisor.status import show
+    from arq_supervise.release import sync_client
+    from arq_supervise.status import show
 
     if os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())

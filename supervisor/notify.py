@@ -9,7 +9,7 @@ import logging
 import os
 import socket
 
-logger = logging.getLogger('supervisor.notify')
+logger = logging.getLogger('arq_supervise.notify')
 
 
 def notify_socket_address() -> str | None:

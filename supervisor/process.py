@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from supervisor import health
-from supervisor.config import own_cgroup_dir
-from supervisor.exits import ExitCode
-from supervisor.health import Counters
-from supervisor.metrics import JobStats
+from arq_supervise import health
+from arq_supervise.config import own_cgroup_dir
+from arq_supervise.exits import ExitCode
+from arq_supervise.health import Counters
+from arq_supervise.metrics import JobStats
 
 
 class ChildState(enum.Enum):
@@ -131,7 +131,7 @@ class Child:
     kill_deadline: float | None = None
     sigkill_sent: bool = False
     oom_kills_at_start: int = 0
-    #: shared with the child, which records there the job it is running (supervisor.blame)
+    #: shared with the child, which records there the job it is running (arq_supervise.blame)
     blame_region: mmap.mmap | None = None
     _buffer: bytes = b''
     eof: bool = False
@@ -184,7 +184,7 @@ def fork_child(
     """Fork a child that calls `run(sock)` and never returns into our stack; return its handle in the parent.
 
     `close_inherited` runs first in the child, to close the parent's descriptors (self-pipe, siblings' sockets).
-    `blame_region`, created before the fork, is the memory both processes share (supervisor.blame).
+    `blame_region`, created before the fork, is the memory both processes share (arq_supervise.blame).
     """
     parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     pid = os.fork()

@@ -27,9 +27,9 @@ from arq.constants import (
     result_key_prefix,
     retry_key_prefix,
 )
-from supervisor.settings import WorkerSettings
+from arq_supervise.settings import WorkerSettings
 
-logger = logging.getLogger('supervisor.release')
+logger = logging.getLogger('arq_supervise.release')
 
 SOCKET_TIMEOUT_S = 2.0
 DEATHS_TTL_MS = 86_400_000

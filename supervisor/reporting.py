@@ -11,13 +11,13 @@ from pathlib import Path
 
 import redis
 
-from supervisor import health
-from supervisor.config import SupervisorConfig
-from supervisor.health import ChildStatus, Counters, HealthPublisher
-from supervisor.notify import sd_notify, watchdog_interval_s
-from supervisor.release import RedisLink
+from arq_supervise import health
+from arq_supervise.config import SupervisorConfig
+from arq_supervise.health import ChildStatus, Counters, HealthPublisher
+from arq_supervise.notify import sd_notify, watchdog_interval_s
+from arq_supervise.release import RedisLink
 
-logger = logging.getLogger('supervisor.arbiter')
+logger = logging.getLogger('arq_supervise.arbiter')
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,11 @@ import os
 import sys
 from pathlib import Path
 
-from supervisor import logs
-from supervisor.config import SupervisorConfig
-from supervisor.settings import WorkerSettings
+from arq_supervise import logs
+from arq_supervise.config import SupervisorConfig
+from arq_supervise.settings import WorkerSettings
 
-logger = logging.getLogger('supervisor.watch')
+logger = logging.getLogger('arq_supervise.watch')
 
 SKIP_DIRS = {'__pycache__', '.git', '.venv', 'venv', 'node_modules', '.mypy_cache', '.ruff_cache', '.pytest_cache'}
 
@@ -56,7 +56,7 @@ class CodeWatcher:
 
 def run_watching(config: SupervisorConfig, settings: WorkerSettings) -> int:
     """Supervise; when code changes, stop the children and re-execute this command line."""
-    from supervisor.arbiter import Arbiter
+    from arq_supervise.arbiter import Arbiter
 
     assert config.watch_path is not None
     arbiter = Arbiter(config, settings, watcher=CodeWatcher(config.watch_path))

@@ -121,8 +121,8 @@ def snapshot_code(destination: Path) -> Path:
     changes meanwhile (other work goes on in this repository while a 10-minute benchmark runs).
     """
     ignore = shutil.ignore_patterns('__pycache__', '*.pyc')
-    for package in ('arq', 'supervisor'):
-        shutil.copytree(REPO / package, destination / package, ignore=ignore)
+    for source, package in (('arq', 'arq'), ('supervisor', 'arq_supervise')):
+        shutil.copytree(REPO / source, destination / package, ignore=ignore)
     (destination / 'tests' / 'bench').mkdir(parents=True)
     for name in ('__init__.py', 'driver.py'):
         shutil.copy2(BENCH_DIR / name, destination / 'tests' / 'bench' / name)
@@ -410,7 +410,7 @@ class Bench:
         with processes() as running, open(out / 'worker.log', 'wb') as logfile:
             if supervised:
                 cmd = [
-                    impl.python, '-m', 'supervisor',  # = arq-supervise
+                    impl.python, '-m', 'arq_supervise',  # = arq-supervise
                     '--procs', str(procs), '--burst',
                     '--status-file', str(out / 'status.json'),
                     SETTINGS_PATH,

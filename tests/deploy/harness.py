@@ -153,7 +153,7 @@ def arq_supervise_command() -> list[str]:
     if beside.exists():
         return [str(beside)]
     found = shutil.which('arq-supervise')
-    return [found] if found else [sys.executable, '-m', 'supervisor']
+    return [found] if found else [sys.executable, '-m', 'arq_supervise']
 
 
 def option_value(argv: list[str], name: str) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from supervisor.config import SupervisorConfig
+from arq_supervise.config import SupervisorConfig
 from tests.deploy.harness import (
     DEPLOYED_SETTINGS,
     KUBERNETES,

@@ -17,8 +17,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from supervisor.config import SupervisorConfig
-from supervisor.exits import ExitCode
+from arq_supervise.config import SupervisorConfig
+from arq_supervise.exits import ExitCode
 from tests.deploy.harness import (
     DEPLOYED_SETTINGS,
     UNIT,

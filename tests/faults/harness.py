@@ -116,7 +116,7 @@ def env_seconds(name: str, default: float) -> float:
 
 
 class Fleet(Supervisor):
-    """One `arq-supervise` process (the console script, else `python -m supervisor`) with the fault jobs module."""
+    """One `arq-supervise` process (the console script, else `python -m arq_supervise`) with the fault jobs module."""
 
     def __init__(
         self, tmp_path: Path, queue: str, redis_port: int, db: int, *, client: redis.Redis | None = None
@@ -218,7 +218,7 @@ def supervise_command() -> list[str]:
     script = Path(sys.executable).parent / 'arq-supervise'
     if script.exists():
         return [str(script)]
-    return [sys.executable, '-m', 'supervisor']
+    return [sys.executable, '-m', 'arq_supervise']
 
 
 # --- the producer ---

@@ -70,7 +70,7 @@ def test_job_blocking_the_loop_is_dumped_its_child_replaced_and_other_jobs_unaff
     assert 'in blocker' in log  # faulthandler's dump names the job function that blocks
     assert len(kills) == 2
     checked.assert_clean()
-    # only the blocking job counts the deaths: the jobs caught with it are released without (supervisor.blame)
+    # only the blocking job counts the deaths: the jobs caught with it are released without (arq_supervise.blame)
     assert log.count(f'job to blame for the exit of its worker job_id={BLOCKER_ID}') == 2
     if procs == 1:
         assert caught_twice >= 1, 'no job was caught on both blocked children: the test proved nothing about blame'

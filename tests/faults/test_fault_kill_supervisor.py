@@ -9,7 +9,7 @@ import time
 import pytest
 
 from arq.connections import RedisSettings
-from supervisor.config import lease_for
+from arq_supervise.config import lease_for
 from tests.faults.harness import FleetFactory, Kill, Ledger, Load, alive, report
 from tests.support.redis_server import RedisServer
 from tests.support.waiting import wait_until

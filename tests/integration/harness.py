@@ -1,4 +1,4 @@
-"""Helpers to run the real `python -m supervisor` against the session's redis-server, with settings written per test.
+"""Helpers to run the real `python -m arq_supervise` against the session's redis-server, with settings written per test.
 
 Every test gets its own queue and database, a settings module in tmp_path, and a supervisor in its own session.
 Jobs record facts in Redis (`<queue>:started` / `<queue>:finished` lists of `name:pid:try`), so the tests wait on
@@ -74,7 +74,7 @@ class WorkerSettings:
 
 
 class Supervisor:
-    """One `python -m supervisor` process and what the test can observe of it."""
+    """One `python -m arq_supervise` process and what the test can observe of it."""
 
     def __init__(self, tmp_path: Path, queue: str, redis_port: int, db: int) -> None:
         self.tmp_path = tmp_path
@@ -108,7 +108,16 @@ class Supervisor:
         self, *args: str, settings: str | None = None, env: dict[str, str] | None = None, prefix: tuple[str, ...] = ()
     ) -> Supervisor:
         settings = settings or self.write_settings()
-        command = [*prefix, sys.executable, '-m', 'supervisor', '--status-file', str(self.status_file), *args, settings]
+        command = [
+            *prefix,
+            sys.executable,
+            '-m',
+            'arq_supervise',
+            '--status-file',
+            str(self.status_file),
+            *args,
+            settings,
+        ]
         self.log_file = self.log_path.open('ab')
         self.proc = subprocess.Popen(
             command, cwd=self.tmp_path, env=env or self.env(), stdout=self.log_file, stderr=subprocess.STDOUT,
@@ -119,7 +128,7 @@ class Supervisor:
 
     def run(self, *args: str, settings: str | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         """Run to completion (for commands that exit by themselves)."""
-        command = [sys.executable, '-m', 'supervisor', '--status-file', str(self.status_file), *args]
+        command = [sys.executable, '-m', 'arq_supervise', '--status-file', str(self.status_file), *args]
         if settings:
             command.append(settings)
         return subprocess.run(command, cwd=self.tmp_path, env=self.env(), capture_output=True, text=True,

@@ -70,7 +70,7 @@ def test_status_command_lists_every_supervisor_on_the_queue(supervisor: Supervis
     for i in range(3):
         supervisor.enqueue('quick', f's{i}')
     wait_until(lambda: len(supervisor.events('finished')) == 3, message='3 jobs finished')
-    command = [sys.executable, '-m', 'supervisor', 'status', '--interval', '0.3']
+    command = [sys.executable, '-m', 'arq_supervise', 'status', '--interval', '0.3']
 
     def status_json() -> dict[str, Any]:
         out = subprocess.run([*command, '--json', settings], cwd=supervisor.tmp_path, env=supervisor.env(),
@@ -100,7 +100,9 @@ def test_probes_need_no_settings_with_a_status_file(supervisor: Supervisor) -> N
     assert 'alive' in live.stdout
     ready = supervisor.run('--check')
     assert ready.returncode == 0, ready.stderr
-    no_settings = subprocess.run([sys.executable, '-m', 'supervisor', '--procs', '1'], capture_output=True, text=True)
+    no_settings = subprocess.run(
+        [sys.executable, '-m', 'arq_supervise', '--procs', '1'], capture_output=True, text=True
+    )
     assert no_settings.returncode == 2
     assert 'Missing argument SETTINGS' in no_settings.stderr
 

@@ -11,8 +11,8 @@ import redis
 from arq.connections import RedisSettings
 from arq.jobs import deserialize_result, serialize_job
 from arq.worker import func
-from supervisor.release import JobReleaser, RedisLink, ReleaseQueue
-from supervisor.settings import WorkerSettings
+from arq_supervise.release import JobReleaser, RedisLink, ReleaseQueue
+from arq_supervise.settings import WorkerSettings
 from tests.support.redis_server import RedisServer
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.config import ConfigError, SupervisorConfig, _cgroup_cpu_quota, available_cpus, lease_for
+from arq_supervise.config import ConfigError, SupervisorConfig, _cgroup_cpu_quota, available_cpus, lease_for
 
 
 def test_defaults_are_valid_and_lease_outlives_the_tolerated_stall() -> None:
@@ -53,7 +53,7 @@ def test_cpu_count_respects_cgroup_quota(tmp_path: Path) -> None:
 
 
 def test_own_cgroup_dir_follows_proc_self_cgroup(tmp_path: Path) -> None:
-    from supervisor.config import own_cgroup_dir
+    from arq_supervise.config import own_cgroup_dir
 
     root = tmp_path / 'cgroup'
     unit = root / 'system.slice' / 'arq-supervise.service'

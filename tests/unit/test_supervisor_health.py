@@ -5,8 +5,8 @@ import os
 from datetime import datetime
 from pathlib import Path
 
-from supervisor import health
-from supervisor.health import ChildStatus, Counters
+from arq_supervise import health
+from arq_supervise.health import ChildStatus, Counters
 
 
 def test_counters_sum_and_retire() -> None:

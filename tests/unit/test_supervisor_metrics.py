@@ -8,7 +8,7 @@ import threading
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from supervisor.metrics import FleetView, JobStats, MetricsServer, render
+from arq_supervise.metrics import FleetView, JobStats, MetricsServer, render
 
 
 def _stats() -> JobStats:

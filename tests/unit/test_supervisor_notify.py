@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor import notify
-from supervisor.signals import SignalQueue
+from arq_supervise import notify
+from arq_supervise.signals import SignalQueue
 
 
 def test_sd_notify_is_a_no_op_without_notify_socket(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.process import StopReason, describe_exit, oom_kill_count
+from arq_supervise.process import StopReason, describe_exit, oom_kill_count
 
 
 def _status_of(code: int | None = None, sig: int | None = None) -> int:

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from supervisor.restart import BackoffPolicy, SlotHistory, after_exit, recycle_limit, should_halt
+from arq_supervise.restart import BackoffPolicy, SlotHistory, after_exit, recycle_limit, should_halt
 
 POLICY = BackoffPolicy(base_s=0.5, max_s=30.0, stable_s=30.0)
 
