@@ -322,15 +322,20 @@ class Arbiter:
             self.burst_done.add(child.slot)
 
     def release_held(self, child: Child, info: ExitInfo, crashed: bool, now: float) -> None:
-        """Give a dead child's jobs back; a crash counts a death against the job to blame, or against all of them.
+        """Give a dead child's jobs back; a crash counts a death only against the job with evidence against it.
 
-        Counting it against every job held would poison the innocent ones: released together with the culprit,
-        they are claimed together by the next worker and die with it again.
+        Blame needs evidence: the job whose step was executing when the child died or hung, or the one that grew its
+        memory before a memory kill. Without it every job is released uncounted: random kills (the OOM killer, a node
+        problem, an operator) once failed a fifth of innocent long jobs as poison. Their try count still rises with
+        each claim, so `max_tries` still bounds a job that keeps dying without leaving evidence.
         """
         held = sorted(child.held)
         culprit = self.culprit(child, info) if crashed else None
         if culprit is None:
-            self.releases.release(held, death=info.text, count_death=crashed, now=now)
+            if crashed:
+                logger.info('no job to blame for the exit of its worker, releasing all slot=%d pid=%d jobs=%d',
+                            child.slot, child.pid, len(held))  # fmt: skip
+            self.releases.release(held, death=info.text, count_death=False, now=now)
             return
         logger.warning('job to blame for the exit of its worker job_id=%s slot=%d pid=%d others_released=%d',
                        culprit, child.slot, child.pid, len(held) - 1)  # fmt: skip

@@ -42,6 +42,7 @@ _STAMP = re.compile(r'^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ')
 JOBS = """
 import asyncio
 import os
+import random
 import time
 import uuid
 
@@ -70,6 +71,13 @@ async def work(ctx, seconds):
     return 'ok'
 
 
+async def nap(ctx, low_s, high_s):
+    # an innocent long job: it only waits
+    await _ledger(ctx)
+    await asyncio.sleep(random.uniform(low_s, high_s))
+    return 'ok'
+
+
 async def hog(ctx, step_mib, every_s, cap_mib):
     # eats memory in steps up to a cap, so a broken limit cannot take the machine down
     await _ledger(ctx)
@@ -87,7 +95,7 @@ async def blocker(ctx, seconds):
 
 
 class WorkerSettings:
-    functions = [work, hog, blocker]
+    functions = [work, nap, hog, blocker]
     redis_settings = {redis_settings}
     queue_name = {queue!r}
     max_jobs = {max_jobs}

@@ -36,7 +36,7 @@ def test_sigkilled_child_is_replaced_and_its_job_runs_again_within_2s(supervisor
     assert victim_pid not in pids
     wait_until(lambda: supervisor.result(job_id), message='the job finished on the second try')
     assert 'killed by SIGKILL (perhaps out of memory)' in supervisor.log()
-    assert f'job released job_id={job_id} deaths=1' in supervisor.log()
+    assert f'job released job_id={job_id} deaths=0' in supervisor.log()  # no evidence against it: uncounted
 
 
 def test_job_that_kills_its_worker_twice_is_failed_with_a_reason(supervisor: Supervisor) -> None:
