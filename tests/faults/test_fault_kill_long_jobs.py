@@ -60,10 +60,11 @@ def test_random_sigkills_fail_no_innocent_long_job(
     fleet.signal(signal.SIGTERM)
     assert fleet.wait(timeout=15) == 0
     result = ledger.check(ids, kills)
+    blamed = fleet.log().count('job to blame for the exit of its worker job_id=')
     figures = report(
         'kill_long_jobs',
         soak_s=soak_s, max_jobs=max_jobs, rate=rate, job_s=JOB_S, kills=len(kills),
-        drain_after_load_s=round(drain_s, 2), blamed=fleet.log().count('job to blame for the exit of its worker job_id='), **result.figures(),
+        drain_after_load_s=round(drain_s, 2), blamed=blamed, **result.figures(),
     )  # fmt: skip
     result.assert_clean()  # no failure at all: not one of these jobs did anything wrong
     assert figures['succeeded'] == len(ids), figures
