@@ -1,4 +1,6 @@
 # `make test` and `make demo` are the two commands a newcomer types; both set everything up themselves.
+# Both install into .venv: `make demo` the project alone, `make test` the project and its test tools. pip runs again
+# only when pyproject.toml (or this file) changed since the last install: the stamp files record that install.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -8,26 +10,36 @@ BIN := $(VENV)/bin
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-install: $(BIN)/python redis-server
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+$(VENV)/.installed-demo: pyproject.toml Makefile | $(BIN)/python
+	$(BIN)/pip install -q --disable-pip-version-check -e .
+	@touch $@
 
-# the tests start their own redis-server processes; they only need the binary
+# the test extra is a superset of what the demo needs, so it stands for both installs
+$(VENV)/.installed-test: pyproject.toml Makefile | $(BIN)/python
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $@ $(VENV)/.installed-demo
+
+install: $(VENV)/.installed-test
+
+# the tests and the demo start their own redis-server processes; they only need the binary ($REDIS_URL: the demo
+# uses that Redis instead)
 redis-server:
-	@command -v redis-server >/dev/null 2>&1 || { \
+	@[ -n "$$REDIS_URL" ] || command -v redis-server >/dev/null 2>&1 || { \
 		echo 'installing redis-server (Debian package)'; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 
-test: install
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+# tests.support.decoys puts decoy `arq` and `arq-supervise` first on PATH: a test that runs one of ours by bare name
+# instead of this environment's fails the run
+test: install redis-server
+	$(BIN)/python -m pytest -q -p no:cacheprovider -p tests.support.decoys
 
 lint: install
-	$(BIN)/ruff check arq supervisor tests
-	$(BIN)/ruff format --check arq supervisor tests
+	$(BIN)/ruff check arq supervisor tests demo
+	$(BIN)/ruff format --check arq supervisor tests demo
 	@mkdir -p .cache/typecheck && ln -sfn ../../supervisor .cache/typecheck/arq_supervise
 	$(BIN)/mypy
 
-demo: install
+demo: $(VENV)/.installed-demo redis-server
 	$(BIN)/python -m demo
 
 bench: install

@@ -10,13 +10,13 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from tests.integration.harness import Supervisor
+from tests.support.commands import console_script
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / 'deploy'
@@ -149,11 +149,7 @@ def unit_environment(unit: dict[str, dict[str, list[str]]]) -> dict[str, str]:
 
 def arq_supervise_command() -> list[str]:
     """The installed `arq-supervise` of the interpreter running the tests (the path a unit or an image would use)."""
-    beside = Path(sys.executable).parent / 'arq-supervise'
-    if beside.exists():
-        return [str(beside)]
-    found = shutil.which('arq-supervise')
-    return [found] if found else [sys.executable, '-m', 'arq_supervise']
+    return console_script('arq-supervise')  # never a PATH lookup: it could find another copy
 
 
 def option_value(argv: list[str], name: str) -> str:

@@ -34,6 +34,8 @@ class RedisServer:
     directory: Path
     port: int = field(default_factory=free_port)
     extra_args: tuple[str, ...] = ()
+    #: its own session, so a terminal's Ctrl+C reaches only whoever started it (the demo), who stops it in order
+    start_new_session: bool = False
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -58,7 +60,9 @@ class RedisServer:
             '--databases', '64',
             *self.extra_args,
         ]  # fmt: skip
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=self.start_new_session
+        )
         self.wait_until_up(timeout_s)
 
     def wait_until_up(self, timeout_s: float) -> None:
