@@ -229,4 +229,8 @@ def status_cli(settings_path: str, watch: bool, as_json: bool, redis_url: str | 
 def main() -> None:
     if sys.argv[1:2] == ['status']:  # `arq-supervise status SETTINGS`: a subcommand beside the main command
         status_cli(args=sys.argv[2:], prog_name='arq-supervise status')
+    if sys.argv[1:2] == ['dashboard']:
+        from arq_supervise.dashboard.cli import dashboard_cli
+
+        dashboard_cli(args=sys.argv[2:], prog_name='arq-supervise dashboard')
     cli(prog_name='arq-supervise')

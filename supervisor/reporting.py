@@ -14,6 +14,7 @@ import redis
 from arq_supervise import health
 from arq_supervise.config import SupervisorConfig
 from arq_supervise.health import ChildStatus, Counters, HealthPublisher
+from arq_supervise.history import HistoryRecorder
 from arq_supervise.notify import sd_notify, watchdog_interval_s
 from arq_supervise.release import RedisLink
 
@@ -62,6 +63,7 @@ class Reporter:
         self.next_watchdog_at = 0.0
         self.notified_ready = False
         self.last_sd_status = ''
+        self.history = HistoryRecorder()
 
     def status_due(self, now: float) -> bool:
         if now < self.next_status_at:
@@ -85,6 +87,7 @@ class Reporter:
     def publish_health(self, now: float, snapshot: Snapshot) -> None:
         try:
             self.publisher.publish(self.link.client, snapshot.totals, snapshot.document(), datetime.now())
+            self.history.record(self.link.client, snapshot, self.publisher.last_queued)  # for the dashboard's plots
         except redis.RedisError as e:
             if self.publisher.failing_since is None:
                 self.publisher.failing_since = now

@@ -1,0 +1,114 @@
+"""Every page in headless Chromium against a live supervisor: the numbers on the page are the ones in Redis."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from selenium.webdriver.common.by import By
+
+from tests.dashboard.harness import Fleet, screenshot
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.timeout(900)  # the first test may install Chromium; every wait below has its own deadline
+
+
+# live updates replace the DOM under a test's feet: each read is one script run, never a held element
+COUNTS_JS = """
+const section = [...document.querySelectorAll('section.queue')].find(s => s.dataset.queue === arguments[0]);
+if (!section) return null;
+return Object.fromEntries([...section.querySelectorAll('[data-count]')].map(e => [e.dataset.count, e.textContent]));
+"""
+
+
+def counts_on_page(browser: Any, queue: str) -> dict[str, str]:
+    return dict(browser.execute_script(COUNTS_JS, queue) or {})
+
+
+def expected_counts(fleet: Fleet) -> dict[str, str]:
+    r, queue = fleet.sup.redis, fleet.queue
+    now = int(time.time() * 1000)
+    due = r.zrangebyscore(queue, '-inf', now)
+    running = sum(1 for job_id in due if r.exists(f'arq:in-progress:{job_id}'))
+    out = {'queued': str(len(due) - running), 'deferred': str(r.zcount(queue, f'({now}', '+inf')),
+           'in_progress': str(running)}  # fmt: skip
+    for outcome in ('complete', 'failed'):
+        key = f'arq:recent:{queue}:{outcome}'
+        indexed = r.exists(f'arq:recent:{queue}:complete') or r.exists(f'arq:recent:{queue}:failed')
+        out[f'{outcome}_1m'] = str(r.zcount(key, now - 60_000, '+inf')) if indexed else 'n/a'
+        out[f'{outcome}_1h'] = str(r.zcount(key, now - 3_600_000, '+inf')) if indexed else 'n/a'
+    return out
+
+
+def row_ids(browser: Any) -> set[str]:
+    return set(
+        browser.execute_script("return [...document.querySelectorAll('tr[data-job-id]')].map(e => e.dataset.jobId)")
+    )
+
+
+def test_every_page_shows_what_redis_holds(fleet: Fleet, browser: Any, tmp_path: Path) -> None:
+    fleet.start_supervisor()
+    jobs = fleet.populate()
+    fleet.start_dashboard()
+
+    browser.get(fleet.url + '/')
+    assert browser.title.startswith('Overview')
+    wait_until(lambda: counts_on_page(browser, fleet.queue) == expected_counts(fleet), timeout=10,
+               message='overview counts equal to Redis')  # fmt: skip
+    assert counts_on_page(browser, fleet.queue)['in_progress'] == '2'
+    assert counts_on_page(browser, fleet.queue)['queued'] == '4'
+    assert len(browser.find_elements(By.CSS_SELECTOR, 'svg.chart')) == 4
+    screenshot(browser, 'overview', tmp_path)
+
+    browser.get(fleet.url + '/fleet')
+    child = fleet.sup.children()[0]
+    wait_until(lambda: _child_cell(browser, fleet.sup.pid, 'ongoing') == '2', timeout=10,
+               message='the fleet page shows the child running 2 jobs')  # fmt: skip
+    assert _child_cell(browser, fleet.sup.pid, 'pid') == str(child)
+    screenshot(browser, 'fleet', tmp_path)
+
+    for state in ('queued', 'deferred', 'in_progress', 'complete', 'failed'):
+        browser.get(f'{fleet.url}/jobs?queue={fleet.queue}&state={state}')
+        assert row_ids(browser) == set(jobs[state]), state
+        if state == 'failed':
+            screenshot(browser, 'jobs', tmp_path)
+
+    browser.get(f'{fleet.url}/job?id={jobs["failed"][0]}')
+    assert browser.find_element(By.ID, 'job-status').text == 'failed'
+    assert "ValueError('boom f0')" in browser.find_element(By.CSS_SELECTOR, 'pre.result').text
+    assert browser.find_elements(By.LINK_TEXT, 'Retry…') == []  # read-only: no action buttons
+    screenshot(browser, 'job', tmp_path)
+
+    browser.get(f'{fleet.url}/job?id={jobs["in_progress"][0]}')
+    assert browser.find_element(By.ID, 'job-status').text == 'in progress'
+    assert 'lease' in browser.find_element(By.CSS_SELECTOR, 'dl.facts').text
+
+
+def _child_cell(browser: Any, supervisor_pid: int, field: str) -> str | None:
+    script = """
+    const article = document.querySelector(`article.supervisor[data-pid="${arguments[0]}"]`);
+    const cell = article && article.querySelector(`td[data-field="${arguments[1]}"]`);
+    return cell ? cell.textContent : null;
+    """
+    value = browser.execute_script(script, str(supervisor_pid), field)
+    return None if value is None else str(value)
+
+
+def test_pages_update_live_without_a_reload(fleet: Fleet, browser: Any) -> None:
+    fleet.start_supervisor()
+    fleet.populate()
+    fleet.start_dashboard()
+    browser.get(f'{fleet.url}/jobs?queue={fleet.queue}&state=deferred')
+    browser.execute_script('window.__marker = "same page"')
+    assert len(row_ids(browser)) == 2
+    extra = fleet.enqueue('quick', 'later', defer_s=3600)
+    wait_until(lambda: extra in row_ids(browser), timeout=10, message='the new deferred job on the page, live')
+    assert browser.execute_script('return window.__marker') == 'same page', 'the page was not reloaded'
+    browser.get(fleet.url + '/')
+    wait_until(lambda: counts_on_page(browser, fleet.queue)['deferred'] == '3', timeout=10, message='3 deferred')
+    fleet.enqueue('quick', 'later2', defer_s=3600)
+    wait_until(lambda: counts_on_page(browser, fleet.queue)['deferred'] == '4', timeout=10,
+               message='the overview count rises live')  # fmt: skip
+    assert int(browser.find_element(By.ID, 'live').get_attribute('data-updates') or 0) >= 1
