@@ -103,8 +103,11 @@ class Fleet:
     def queue(self) -> str:
         return self.sup.queue
 
-    def start_supervisor(self, max_jobs: int = 2) -> None:
+    def write_settings(self, max_jobs: int = 2) -> None:
         self.sup.write_settings(DASH_SETTINGS, max_jobs=max_jobs)
+
+    def start_supervisor(self, max_jobs: int = 2) -> None:
+        self.write_settings(max_jobs)
         self.sup.start('--procs', '1', '--health-interval', '0.5', settings=self.settings)
         self.sup.wait_ready(1)
 
@@ -117,8 +120,13 @@ class Fleet:
             start_new_session=True,
         )  # fmt: skip
         if wait:
-            wait_until(lambda: self.status('/', headers=_any_auth(env)) in (200, 401), timeout=15,
-                       message=f'the dashboard to answer\n{self.log()}')  # fmt: skip
+            wait_until(lambda: self.answers(env), timeout=15, message=f'the dashboard to answer\n{self.log()}')
+
+    def answers(self, env: dict[str, str] | None) -> bool:
+        assert self.dashboard is not None
+        if self.dashboard.poll() is not None:
+            raise AssertionError(f'the dashboard exited with {self.dashboard.returncode}:\n{self.log()}')
+        return self.status('/', headers=_any_auth(env)) in (200, 401)
 
     def log(self) -> str:
         return self.log_path.read_text(errors='replace') if self.log_path.exists() else ''
