@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from uuid import uuid4
 
 from .constants import keep_cronjob_progress, retry_counter_ttl_s, retry_key_prefix
+from .contract import FAILURE, KEEP_FOREVER_MS, REQUEUE, REQUEUE_GIVE_BACK, SUCCESS, Claim, Settlement
 from .jobs import SerializationError, deserialize_job_raw, serialize_result
 from .typing import SecondsTimedelta
 from .utils import args_to_string, ms_to_datetime, timestamp_ms, to_ms, truncate
@@ -27,37 +26,6 @@ logger = logging.getLogger('arq.worker')
 
 # a result this large is still stored, but a warning says it will slow Redis and every client reading it
 _LARGE_RESULT_BYTES = 10 * 1024 * 1024
-
-
-@dataclass(slots=True)
-class Claim:
-    """A job this worker holds the in-progress lease of, as the claim script returned it."""
-
-    job_id: str
-    payload: bytes | None
-    job_try: int
-    score: int
-    aborted: bool
-
-
-@dataclass(slots=True)
-class Settlement:
-    """How a job leaves this worker, in the order of the settle script's fields."""
-
-    job_id: str
-    op: str  # 'f' finish, 'r' re-queue, 'g' re-queue and give back the try
-    tombstone_ms: int = 0
-    result: bytes = b''
-    result_px: int = 0
-    score_incr: int = 0
-    nonce: str = ''
-
-    def __post_init__(self) -> None:
-        if self.op != 'f' and not self.nonce:
-            self.nonce = uuid4().hex  # a re-queue is applied once, even if sent again after a lost reply
-
-    def fields(self) -> tuple[str, str, int, bytes, int, int, str]:
-        return self.job_id, self.op, self.tombstone_ms, self.result, self.result_px, self.score_incr, self.nonce
 
 
 class Retry(RuntimeError):
@@ -140,7 +108,7 @@ class JobExecution:
             await self._run_claimed_job(claim)
         except Exception:
             logger.exception('unexpected error handling job %s; re-queueing it', claim.job_id, extra=_job(claim.job_id))
-            await self._settle(Settlement(claim.job_id, 'r'))
+            await self._settle(Settlement(claim.job_id, REQUEUE, claim.token, score=claim.score))
 
     async def _run_claimed_job(self, claim: Claim) -> None:
         job_id, start_ms = claim.job_id, timestamp_ms()
@@ -241,7 +209,7 @@ class JobExecution:
         label = _outcome_label(settlement, success, outcome)
         self._notify_job_finished(function.name, label, (finished_ms - start_ms) / 1000, start_ms - score)
         await self._call_hook('on_job_end', self.on_job_end, ctx, job_id)
-        if settlement.op == 'f':
+        if settlement.finishes:
             keep_ms = self._keep_result_ms(function)
             if keep_ms is not None:
                 stored = outcome if not success else result
@@ -273,25 +241,26 @@ class JobExecution:
                 result_str = '' if result is None or not self.log_results else truncate(_safe_repr(result))
                 logger.info('%6.2fs ← %s ● %s', t, ref, result_str, extra=_job(job_id))
             self.jobs_complete += 1
-            return Settlement(job_id, 'f'), True
+            return Settlement(job_id, SUCCESS, claim.token, score=claim.score), True
         if self.retry_jobs and isinstance(outcome, Retry):
             logger.info(
                 '%6.2fs ↻ %s retrying job in %0.2fs', t, ref, (outcome.defer_score or 0) / 1000, extra=_job(job_id)
             )
             incr = outcome.defer_score + (timestamp_ms() - claim.score) if outcome.defer_score else 0
             self.jobs_retried += 1
-            return Settlement(job_id, 'r', score_incr=incr), False
+            return Settlement(job_id, REQUEUE, claim.token, score_incr=incr, score=claim.score), False
         if isinstance(outcome, asyncio.CancelledError) and job_id in self.aborting_tasks:
             logger.info('%6.2fs ⊘ %s aborted', t, ref, extra=_job(job_id))
             self.aborting_tasks.discard(job_id)
             self.jobs_failed += 1
-            return Settlement(job_id, 'f'), False
+            return Settlement(job_id, FAILURE, claim.token, score=claim.score), False
         if self.retry_jobs and isinstance(outcome, asyncio.CancelledError | RetryJob):
             logger.info('%6.2fs ↻ %s cancelled, will be run again', t, ref, extra=_job(job_id))
             self.jobs_retried += 1
             # a shutdown cancelled the job through no fault of its own: give back the try it used (arq #267)
             give_back = isinstance(outcome, asyncio.CancelledError) and self._shutdown_cancel
-            return Settlement(job_id, 'g' if give_back else 'r'), False
+            op = REQUEUE_GIVE_BACK if give_back else REQUEUE
+            return Settlement(job_id, op, claim.token, score=claim.score), False
         exc_extra = getattr(outcome, 'extra', None)
         if callable(exc_extra):
             try:
@@ -308,7 +277,7 @@ class JobExecution:
             exc_info=outcome,
         )
         self.jobs_failed += 1
-        return Settlement(job_id, 'f'), False
+        return Settlement(job_id, FAILURE, claim.token, score=claim.score), False
 
     async def _fail_early(
         self,
@@ -325,7 +294,7 @@ class JobExecution:
         if function is None:
             function = self.functions.get(function_name)
         start_ms = start_ms or timestamp_ms()
-        settlement = Settlement(claim.job_id, 'f')
+        settlement = Settlement(claim.job_id, FAILURE, claim.token, score=claim.score)
         keep_ms = self._keep_result_ms(function)
         if keep_ms is not None:
             ref = f'{claim.job_id}:{function_name}'
@@ -389,7 +358,7 @@ class JobExecution:
 def keep_result_ms(keep_result_s: float, keep_result_forever: bool, function: Function | CronJob | None) -> int | None:
     """
     How long to keep a job's result in ms, the function's settings winning over the worker's: None stores none,
-    0 keeps it forever (arq sent the invalid `PX 0` there).
+    KEEP_FOREVER_MS keeps it forever (arq sent the invalid `PX 0` there).
     """
     if function is not None:
         if function.keep_result_forever is not None:
@@ -397,7 +366,7 @@ def keep_result_ms(keep_result_s: float, keep_result_forever: bool, function: Fu
         if function.keep_result_s is not None:
             keep_result_s = function.keep_result_s
     if keep_result_forever:
-        return 0
+        return KEEP_FOREVER_MS
     keep_ms = int(keep_result_s * 1000)
     return keep_ms if keep_ms > 0 else None
 
@@ -417,7 +386,7 @@ def _job(job_id: str) -> dict[str, str]:
 def _outcome_label(settlement: Settlement, success: bool, outcome: BaseException | None) -> str:
     if success:
         return 'complete'
-    if settlement.op != 'f':
+    if not settlement.finishes:
         return 'retried'
     if isinstance(outcome, asyncio.CancelledError):
         return 'aborted'

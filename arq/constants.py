@@ -28,10 +28,13 @@ nudge_channel_prefix = 'arq:nudge:'
 job_done_channel_prefix = 'arq:done:'
 # how many times a worker process died while holding this job (written by the supervisor)
 job_deaths_key_prefix = 'arq:deaths:'
-# the ids a claim took, kept for one lease so a worker whose claim reply was lost can take them back
+# one per worker (`arq:claim:<worker id>`): its last claim's token and ids, kept for one lease so a worker whose claim
+# reply was lost can take them back; deleted when the worker closes
 claim_record_prefix = 'arq:claim:'
-# a re-queue's marker, so a settlement sent again after a lost reply is applied once
-settled_marker_prefix = 'arq:settled:'
+# `arq:recent:<queue>:complete` and `...:failed`: sorted sets of recently finished job ids (score: finish time in ms),
+# capped and expiring; written only by workers given `recent_outcomes` (arq-supervise's children), read by the dashboard
+recent_outcomes_key_prefix = 'arq:recent:'
+recent_outcomes_ttl_ms = 3_600_000
 # per-supervisor health detail
 supervisor_key_prefix = 'arq:supervisor:'
 

@@ -21,11 +21,12 @@ return 1
 
 # Claim up to `want` due jobs for this worker and start them: take the in-progress key as a lease (SET PX, on ids
 # whose key an MGET found absent), read the payload and bump the try counter exactly as arq's start transaction does.
-# The ids claimed are recorded under the claim's token for one lease: if the reply is lost (a cut connection), the
-# worker sends the same token again with `recover` set and gets those jobs back, instead of leaving them leased to
-# no one with a try used up.
+# The lease's value is the claim's token (`<worker id>:<claim number>`): published arq only ever checks that key with
+# EXISTS, and our settle, refresh and release act only while it still holds their token (fencing). The worker's one
+# claim record (its last token and ids, kept for one lease) lets a worker whose claim reply was lost send the same
+# token again with `recover` set and get those jobs back, instead of leaving them leased to no one.
 # KEYS: queue. ARGV: now ms, lease ms, want, read limit, retry ttl s, check abort (1/0),
-#   job prefix, in-progress prefix, retry prefix, abort set, claim record key, recover (1/0).
+#   job prefix, in-progress prefix, retry prefix, abort set, claim record key, token, recover (1/0).
 # Returns {queued count, next future score or false, then per claimed job: id, payload or false, try, score,
 #   1 if an abort had been requested before it started}.
 CLAIM = """
@@ -33,17 +34,19 @@ local queue = KEYS[1]
 local now, lease, want, limit = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local retry_ttl, check_abort = ARGV[5], ARGV[6] == '1'
 local job_p, ip_p, retry_p, abort_key, record_key = ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]
+local token = ARGV[12]
 local out = {redis.call('ZCARD', queue), false}
 local nxt = redis.call('ZRANGEBYSCORE', queue, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
 if #nxt > 0 then
   out[2] = nxt[2]
 end
-if ARGV[12] == '1' then
+if ARGV[13] == '1' then
   local recorded = redis.call('LRANGE', record_key, 0, -1)
-  if #recorded > 0 then
-    for _, id in ipairs(recorded) do
+  if recorded[1] == token then
+    for i = 2, #recorded do
+      local id = recorded[i]
       local score = redis.call('ZSCORE', queue, id)
-      if score then
+      if score and redis.call('GET', ip_p .. id) == token then
         redis.call('PEXPIRE', ip_p .. id, lease)
         out[#out + 1] = id
         out[#out + 1] = redis.call('GET', job_p .. id)
@@ -52,7 +55,6 @@ if ARGV[12] == '1' then
         out[#out + 1] = 0
       end
     end
-    redis.call('DEL', record_key)
     return out
   end
 end
@@ -74,7 +76,7 @@ while claimed < want and offset < limit * 10 do
   for i = 1, #batch, 2 do
     local id, score = batch[i], batch[i + 1]
     if not leased[(i + 1) / 2] and tonumber(score) ~= 0 then
-      redis.call('SET', ip_p .. id, '1', 'PX', lease)
+      redis.call('SET', ip_p .. id, token, 'PX', lease)
       local payload = redis.call('GET', job_p .. id)
       local try = redis.call('INCR', retry_p .. id)
       redis.call('EXPIRE', retry_p .. id, retry_ttl)
@@ -100,34 +102,59 @@ while claimed < want and offset < limit * 10 do
   offset = offset + chunk
 end
 if claimed > 0 then
-  redis.call('RPUSH', record_key, unpack(ids))
+  redis.call('DEL', record_key)
+  redis.call('RPUSH', record_key, token, unpack(ids))
   redis.call('PEXPIRE', record_key, lease)
 end
 return out
 """
 
-# Settle a batch of jobs in one round trip: finish (result stored, keys removed) or re-queue.
+# Settle a batch of jobs in one round trip: finish (result stored, keys removed) or re-queue. The worker's settle and
+# the supervisor's failing of a poison job both come here: one finish path.
 # KEYS: queue. ARGV: job prefix, in-progress prefix, retry prefix, result prefix, abort set, done channel prefix,
-#   settled-marker prefix, then 7 fields per job: id, op, tombstone ms, result payload, result px, score increment,
-#   nonce.
-#   op: 'f' finish, 'r' re-queue, 'g' re-queue and give back the try (a shutdown cancelled it, the job did not fail).
+#   deaths prefix, recent-outcomes key prefix, recent cap (0: no index), recent ttl ms, now ms,
+#   then 7 fields per job: id, op, token, tombstone ms, result payload, result px, score increment.
+#   op: 's' finish as a success, 'f' finish as a failure, 'r' re-queue, 'g' re-queue and give back the try (a
+#   shutdown cancelled it, the job did not fail).
+#   token: the lease's value when this worker claimed the job; nothing is done unless the in-progress key still holds
+#   it (a worker whose lease lapsed and whose job another worker claimed since cannot undo that newer run). This also
+#   makes a settle safe to send again after a lost reply: the first one removed or replaced the key.
 #   tombstone ms: '0' deletes the in-progress key, otherwise it is kept that long (cron jobs).
-#   result payload: '' stores no result. result px: '0' keeps the result forever.
-#   nonce: a re-queue is applied once per nonce, so sending it again after a lost reply cannot delete the lease of
-#   a worker that claimed the job in between. A finish is safe to repeat: its job is gone, no one can claim it.
+#   result payload: '' stores no result. result px: '0' keeps the result forever (arq sent the invalid `PX 0`).
+# Returns the ids whose lease was lost (their settlement was dropped).
 SETTLE = """
 local queue = KEYS[1]
 local job_p, ip_p, retry_p, result_p, abort_key, done_p = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local settled_p = ARGV[7]
-for i = 8, #ARGV, 7 do
-  local id, op, tomb, payload, px, incr = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
-  local nonce = ARGV[i + 6]
-  if op == 'f' then
+local deaths_p, recent_p, recent_cap, recent_ttl, now = ARGV[7], ARGV[8], tonumber(ARGV[9]), ARGV[10], ARGV[11]
+-- a script that fails half way keeps what it wrote: refuse keys of the wrong type before writing anything
+local shared = {queue}
+for i = 13, #ARGV, 7 do
+  if ARGV[i] == 's' or ARGV[i] == 'f' then
+    shared[2] = abort_key
+    if recent_cap > 0 then
+      shared[3], shared[4] = recent_p .. 'complete', recent_p .. 'failed'
+    end
+    break
+  end
+end
+for _, key in ipairs(shared) do
+  local kind = redis.call('TYPE', key)['ok']
+  if kind ~= 'none' and kind ~= 'zset' then
+    return redis.error_reply('WRONGTYPE ' .. key .. ' holds a ' .. kind .. ', not a sorted set')
+  end
+end
+local lost = {}
+for i = 12, #ARGV, 7 do
+  local id, op, token, tomb = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local payload, px, incr = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
+  if redis.call('GET', ip_p .. id) ~= token then
+    lost[#lost + 1] = id
+  elseif op == 's' or op == 'f' then
     if tomb == '0' then
-      redis.call('DEL', ip_p .. id, job_p .. id, retry_p .. id)
+      redis.call('DEL', ip_p .. id, job_p .. id, retry_p .. id, deaths_p .. id)
     else
       redis.call('PEXPIRE', ip_p .. id, tomb)
-      redis.call('DEL', job_p .. id, retry_p .. id)
+      redis.call('DEL', job_p .. id, retry_p .. id, deaths_p .. id)
     end
     if payload ~= '' then
       if px == '0' then
@@ -139,7 +166,13 @@ for i = 8, #ARGV, 7 do
     redis.call('ZREM', queue, id)
     redis.call('ZREM', abort_key, id)
     redis.call('PUBLISH', done_p .. id, '1')
-  elseif redis.call('SET', settled_p .. nonce, '1', 'PX', 60000, 'NX') then
+    if recent_cap > 0 then
+      local index = recent_p .. (op == 's' and 'complete' or 'failed')
+      redis.call('ZADD', index, now, id)
+      redis.call('ZREMRANGEBYRANK', index, 0, -recent_cap - 1)
+      redis.call('PEXPIRE', index, recent_ttl)
+    end
+  else
     if tomb == '0' then
       redis.call('DEL', ip_p .. id)
     else
@@ -153,22 +186,90 @@ for i = 8, #ARGV, 7 do
     end
   end
 end
-return 1
+return lost
 """
 
-# Keep this worker's leases alive. KEYS: queue. ARGV: lease ms, in-progress prefix, then job ids.
-# A lease that lapsed (a long loop stall, a Redis outage) is taken again when the job is still queued; another
-# worker may have run it meanwhile (at-least-once). Returns how many leases had lapsed.
+# Keep this worker's leases alive. KEYS: queue. ARGV: lease ms, in-progress prefix, then job id and token pairs.
+# A lease that lapsed (a long loop stall, a Redis outage) is taken again when the job is still queued and nobody else
+# holds it; another worker may have run it meanwhile (at-least-once). A lease another worker holds now is lost.
+# Returns {how many leases had lapsed and were taken again, then the ids whose lease another worker holds}.
 REFRESH_LEASES = """
-local lapsed = 0
-for i = 3, #ARGV do
-  local key = ARGV[2] .. ARGV[i]
-  if redis.call('PEXPIRE', key, ARGV[1]) == 0 and redis.call('ZSCORE', KEYS[1], ARGV[i]) then
-    redis.call('SET', key, '1', 'PX', ARGV[1])
-    lapsed = lapsed + 1
+local out = {0}
+for i = 3, #ARGV, 2 do
+  local key, token = ARGV[2] .. ARGV[i], ARGV[i + 1]
+  local holder = redis.call('GET', key)
+  if holder == token then
+    redis.call('PEXPIRE', key, ARGV[1])
+  elseif not holder then
+    if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+      redis.call('SET', key, token, 'PX', ARGV[1])
+      out[1] = out[1] + 1
+    end
+  else
+    out[#out + 1] = ARGV[i]
   end
 end
-return lapsed
+return out
+"""
+
+# Give a dead worker's jobs back at once (the supervisor runs this when a child dies). A job is released only while
+# it is queued and its in-progress key holds a token of the dead worker (`<worker id>:`): once its lease lapsed the
+# key may be another worker's. Counting the death (when there is evidence against the job) may make it poison; the
+# caller then fails it through SETTLE with the token returned. Besides the ids the parent knew of, the head of the
+# queue is searched for leases of the dead worker (a worker that died between a claim and telling its parent).
+# KEYS: queue. ARGV: worker prefix, count this death (1/0), max deaths, deaths ttl ms, nudge channel,
+#   in-progress prefix, deaths prefix, job prefix, retry prefix, scan limit, now ms, then job ids.
+# Returns one {id, code, deaths, payload, try, token} per job held: code 1 released, 2 to be failed by the caller.
+RELEASE = """
+local queue, owner = KEYS[1], ARGV[1]
+local count, max_deaths, deaths_ttl, nudge = ARGV[2] == '1', tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local ip_p, deaths_p, job_p, retry_p, limit = ARGV[6], ARGV[7], ARGV[8], ARGV[9], tonumber(ARGV[10])
+local out, seen = {}, {}
+local function held(id)
+  local token = redis.call('GET', ip_p .. id)
+  if token and string.sub(token, 1, #owner) == owner and redis.call('ZSCORE', queue, id) then
+    return token
+  end
+  return nil
+end
+local function release(id, token, count_it)
+  local deaths = tonumber(redis.call('GET', deaths_p .. id) or '0')
+  if count_it then
+    deaths = redis.call('INCR', deaths_p .. id)
+    redis.call('PEXPIRE', deaths_p .. id, deaths_ttl)
+  end
+  if deaths >= max_deaths then
+    out[#out + 1] = {id, 2, deaths, redis.call('GET', job_p .. id) or false, redis.call('GET', retry_p .. id) or false,
+      token}
+  else
+    redis.call('DEL', ip_p .. id)
+    out[#out + 1] = {id, 1, deaths, false, false, token}
+  end
+end
+for i = 12, #ARGV do
+  local id = ARGV[i]
+  seen[id] = true
+  local token = held(id)
+  if token then
+    release(id, token, count)
+  end
+end
+local head = {}
+if limit > 0 then
+  head = redis.call('ZRANGEBYSCORE', queue, '-inf', ARGV[11], 'LIMIT', 0, limit)
+end
+for _, id in ipairs(head) do
+  if not seen[id] then
+    local token = held(id)
+    if token then
+      release(id, token, false)
+    end
+  end
+end
+if #out > 0 then
+  redis.call('PUBLISH', nudge, '')
+end
+return out
 """
 
 # Ask for an abort, as arq does: a deferred job is made due now (score 1) so a worker sees the request soon.

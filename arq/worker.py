@@ -22,8 +22,8 @@ from uuid import uuid4
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-from . import scripts
-from ._execution import Claim, JobExecution, JobExecutionFailed, Retry, RetryJob, Settlement
+from . import contract, scripts
+from ._execution import JobExecution, JobExecutionFailed, Retry, RetryJob
 from .connections import ArqRedis, RedisSettings, create_pool, log_redis_info
 from .constants import (
     abort_entry_max_age_ms,
@@ -34,16 +34,13 @@ from .constants import (
     expires_extra_ms,
     health_check_key_suffix,
     in_progress_key_prefix,
-    job_done_channel_prefix,
     job_key_prefix,
     nudge_channel_prefix,
-    result_key_prefix,
-    retry_counter_ttl_s,
-    retry_key_prefix,
-    settled_marker_prefix,
 )
+from .contract import Claim, Settlement
 from .cron import CronJob, local_timezone
 from .jobs import Deserializer, JobResult, Serializer
+from .settle import SettleBatcher
 from .typing import SecondsTimedelta, StartupShutdown, WorkerCoroutine
 from .utils import import_string, timestamp_ms, to_seconds, to_unix_ms
 
@@ -155,6 +152,10 @@ class Worker(JobExecution):
       is claimable again after at most this long (arq: the longest job timeout + 10 s)
     :param write_health_key: write (and on close, delete) the ``<queue>:health-check`` key; a supervisor that
       aggregates health for several processes turns this off
+    :param worker_id: this worker's name in its lease tokens (default: random); a supervisor names its children so it
+      can recognise and release a dead child's leases
+    :param recent_outcomes: also index the ids of this many recently finished jobs per queue and outcome
+      (``arq:recent:<queue>:complete|failed``, kept an hour), for a dashboard; 0, the default, writes no such key
     """
 
     def __init__(
@@ -193,6 +194,8 @@ class Worker(JobExecution):
         log_results: bool = True,
         lease_s: float = default_lease_s,
         write_health_key: bool = True,
+        worker_id: str | None = None,
+        recent_outcomes: int = 0,
     ):
         self.functions: dict[str, Function | CronJob] = {f.name: f for f in map(func, functions)}
         if queue_name is None:
@@ -238,6 +241,8 @@ class Worker(JobExecution):
         if lease_s < 1:
             raise ValueError(f'lease_s must be at least 1 second, got {lease_s}')
         self.lease_ms = int(lease_s * 1000)
+        self.worker_id = worker_id or uuid4().hex[:16]
+        self.recent_outcomes = max(recent_outcomes, 0)
 
         self.redis_settings = redis_settings or RedisSettings()
         self._pool: ArqRedis | None = redis_pool
@@ -257,10 +262,11 @@ class Worker(JobExecution):
         self.main_task: asyncio.Task[None] | None = None
         self.redis_error: str | None = None
 
-        self._held: set[str] = set()
+        self._held: dict[str, str] = {}  # job id -> the token of its lease
+        self._claims = 0
         self._claim_token: str | None = None
         self._cancelled_at: dict[str, float] = {}  # job id -> when its task was last cancelled
-        self._pending_settles: list[tuple[Settlement, asyncio.Future[None]]] = []
+        self._settler = SettleBatcher(self._write_settlements, self._left, self._redis_failed)
         self._wake: asyncio.Event | None = None
         self._stopping = False
         self._shutdown_cancel = False
@@ -349,7 +355,7 @@ class Worker(JobExecution):
                 expires_extra_ms=self.expires_extra_ms,
             )
         self._wake = asyncio.Event()
-        self._claim_script = self.pool.register_script(scripts.CLAIM)
+        self._claim_script = self.pool.register_script(scripts.CLAIM)  # redis-py's Script: EVALSHA, EVAL on NOSCRIPT
         self._settle_script = self.pool.register_script(scripts.SETTLE)
         self._refresh_script = self.pool.register_script(scripts.REFRESH_LEASES)
         self._abort_script = self.pool.register_script(scripts.POLL_ABORTS)
@@ -487,45 +493,25 @@ class Worker(JobExecution):
         if slots == 0 and not recovering:
             return
         if not recovering:
-            self._claim_token = uuid4().hex
+            self._claims += 1
+            self._claim_token = contract.lease_token(self.worker_id, self._claims)
+        token = cast(str, self._claim_token)
         # kept until the reply arrives: a claim whose reply was lost is sent again with the same token to get its
         # jobs back (see scripts.CLAIM)
-        reply = await self._claim_script(
-            keys=[self.queue_name],
-            args=[
-                timestamp_ms(),
-                self.lease_ms,
-                slots,
-                self.queue_read_limit,
-                retry_counter_ttl_s,
-                1 if self.allow_abort_jobs else 0,
-                job_key_prefix,
-                in_progress_key_prefix,
-                retry_key_prefix,
-                abort_jobs_ss,
-                claim_record_prefix + cast(str, self._claim_token),
-                1 if recovering else 0,
-            ],
-        )
+        keys, args = contract.claim_args(
+            queue=self.queue_name, worker_id=self.worker_id, token=token, now_ms=timestamp_ms(),
+            lease_ms=self.lease_ms, want=slots, read_limit=self.queue_read_limit, check_abort=self.allow_abort_jobs,
+            recover=recovering,
+        )  # fmt: skip
+        reply = contract.parse_claim(await self._claim_script(keys=keys, args=args), token)
         self._claim_token = None
-        self._queued = int(reply[0])
-        self._next_score = int(float(reply[1])) if reply[1] is not None else None
-        claims = [
-            Claim(
-                job_id=reply[i].decode(),
-                payload=reply[i + 1],
-                job_try=int(reply[i + 2]),
-                score=int(float(reply[i + 3])),
-                aborted=bool(reply[i + 4]),
-            )
-            for i in range(2, len(reply), 5)
-        ]
-        if claims:
-            self._start(claims)
+        self._queued, self._next_score = reply.queued, reply.next_score
+        if reply.jobs:
+            self._start(reply.jobs)
 
     def _start(self, claims: list[Claim]) -> None:
         ids = [c.job_id for c in claims]
-        self._held.update(ids)
+        self._held.update((c.job_id, c.token) for c in claims)
         self.jobs_started += len(claims)
         self._notify_claimed(ids)
         for claim in claims:
@@ -543,45 +529,19 @@ class Worker(JobExecution):
 
     async def _settle(self, settlement: Settlement) -> None:
         """Queue a job's settlement for the next batch and wait until Redis has it (the lease stays held till then)."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if not self._pending_settles:
-            asyncio.get_running_loop().call_soon(self._flush_settles)
-        self._pending_settles.append((settlement, future))
-        await asyncio.shield(future)
+        await self._settler.settle(settlement)
 
-    def _flush_settles(self) -> None:
-        batch, self._pending_settles = self._pending_settles, []
-        if batch:
-            asyncio.create_task(self._write_settlements(batch))
+    async def _write_settlements(self, batch: list[Settlement]) -> list[str]:
+        keys, args = contract.settle_args(
+            self.queue_name, batch, now_ms=timestamp_ms(), recent_cap=self.recent_outcomes
+        )
+        return contract.parse_lost(await self._settle_script(keys=keys, args=args))
 
-    async def _write_settlements(self, batch: list[tuple[Settlement, asyncio.Future[None]]]) -> None:
-        args: list[Any] = [
-            job_key_prefix,
-            in_progress_key_prefix,
-            retry_key_prefix,
-            result_key_prefix,
-            abort_jobs_ss,
-            job_done_channel_prefix,
-            settled_marker_prefix,
-        ]
-        for settlement, _ in batch:
-            args.extend(settlement.fields())
-        backoff = _BACKOFF_START_S
-        while True:
-            try:
-                await self._settle_script(keys=[self.queue_name], args=args)
-                break
-            except _TRANSIENT as e:
-                # keep trying: the job ran, dropping its outcome would run it again; the lease is kept meanwhile
-                self._redis_failed(e, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX_S)
-        ids = [s.job_id for s, _ in batch]
-        self._held.difference_update(ids)
-        self._notify_settled(ids)
-        for _, future in batch:
-            if not future.done():
-                future.set_result(None)
+    def _left(self, job_ids: list[str]) -> None:
+        """These jobs' settlement is committed (or was given up): this worker no longer holds their leases."""
+        for job_id in job_ids:
+            self._held.pop(job_id, None)
+        self._notify_settled(job_ids)
 
     # --- leases, nudges, aborts ---
 
@@ -591,16 +551,19 @@ class Worker(JobExecution):
             await asyncio.sleep(interval_s)
             if not self._held:
                 continue
+            keys, args = contract.refresh_args(self.queue_name, self.lease_ms, self._held)
             try:
-                lapsed = await self._refresh_script(
-                    keys=[self.queue_name], args=[self.lease_ms, in_progress_key_prefix, *self._held]
-                )
+                lapsed, lost = contract.parse_refresh(await self._refresh_script(keys=keys, args=args))
             except _TRANSIENT as e:
                 _reraise_if_cancelling()
                 logger.warning('could not refresh job leases: %s: %s', e.__class__.__name__, e)
                 continue
             if lapsed:
                 logger.warning('%d job leases had lapsed (event loop blocked or Redis unreachable); renewed', lapsed)
+            for job_id in lost:
+                if job_id in self._held:
+                    logger.warning('lease lost: job %s is held by another worker now; its outcome here will be '
+                                   'dropped', job_id, extra={'job_id': job_id})  # fmt: skip
 
     async def _subscribe_to_nudges(self) -> None:
         """Subscribe to our queue's nudge channel; on failure the listener tries again later."""
@@ -815,6 +778,9 @@ class Worker(JobExecution):
             return
         self.stop_now()
         await self._wait_for_jobs()
+        await self._settler.close()
+        with contextlib.suppress(*_TRANSIENT):
+            await self._pool.delete(claim_record_prefix + self.worker_id)
         if self.on_shutdown:
             try:
                 await self.on_shutdown(self.ctx)

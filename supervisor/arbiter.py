@@ -25,7 +25,7 @@ from arq_supervise.metrics import FleetView, JobStats, MetricsServer
 from arq_supervise.metrics import render as render_metrics
 from arq_supervise.notify import sd_notify
 from arq_supervise.process import Child, ChildState, ExitInfo, StopReason, describe_exit, fork_child, oom_kill_count
-from arq_supervise.release import JobReleaser, RedisLink, ReleaseQueue
+from arq_supervise.release import JobReleaser, RedisLink, ReleaseQueue, child_worker_id
 from arq_supervise.reporting import Reporter, Snapshot
 from arq_supervise.restart import BackoffPolicy, SlotHistory, after_exit, recycle_limit, should_halt
 from arq_supervise.settings import WorkerSettings
@@ -307,7 +307,7 @@ class Arbiter:
         log = logger.warning if crashed else logger.info
         log('child exited slot=%d pid=%d status="%s" jobs_held=%d ran_s=%.1f', child.slot, child.pid, info,
             len(child.held), now - child.started_at)  # fmt: skip
-        if child.held and not info.is_clean:
+        if not info.is_clean:  # even holding nothing we knew of: it may have died between a claim and its report
             self.release_held(child, info, crashed, now)
         if child.blame_region is not None:
             child.blame_region.close()
@@ -335,13 +335,16 @@ class Arbiter:
             if crashed:
                 logger.info('no job to blame for the exit of its worker, releasing all slot=%d pid=%d jobs=%d',
                             child.slot, child.pid, len(held))  # fmt: skip
-            self.releases.release(held, death=info.text, count_death=False, now=now)
+            worker_id = child_worker_id(child.pid)
+            self.releases.release(held, death=info.text, count_death=False, now=now, worker_id=worker_id)
             return
         logger.warning('job to blame for the exit of its worker job_id=%s slot=%d pid=%d others_released=%d',
                        culprit, child.slot, child.pid, len(held) - 1)  # fmt: skip
-        self.releases.release([culprit], death=info.text, count_death=True, now=now)
-        if len(held) > 1:
-            self.releases.release([j for j in held if j != culprit], death=info.text, count_death=False, now=now)
+        worker_id = child_worker_id(child.pid)
+        self.releases.release([culprit], death=info.text, count_death=True, now=now, worker_id=worker_id)
+        # the other jobs of the dead child (also those it never told us of) are released uncounted
+        others = [j for j in held if j != culprit]
+        self.releases.release(others, death=info.text, count_death=False, now=now, worker_id=worker_id)
 
     def culprit(self, child: Child, info: ExitInfo) -> str | None:
         """The held job whose code was running when the child hung or died; for a kill over the memory limit (or

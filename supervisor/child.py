@@ -28,6 +28,7 @@ from arq_supervise import health, logs
 from arq_supervise.blame import BlameRecorder
 from arq_supervise.exits import ExitCode
 from arq_supervise.metrics import JobStats
+from arq_supervise.release import RECENT_OUTCOMES, child_worker_id
 from arq_supervise.settings import WorkerSettings
 from arq_supervise.signals import reset_all_handlers
 
@@ -153,9 +154,17 @@ class ChildRunner:
 
     async def _run_worker(self, link: ParentLink) -> int:
         spec = self.spec
-        kwargs = {**spec.settings.worker_kwargs, **spec.worker_overrides}
+        kwargs = {
+            'recent_outcomes': RECENT_OUTCOMES,  # for the dashboard, unless the settings say otherwise
+            **spec.settings.worker_kwargs,
+            **spec.worker_overrides,
+            'handle_signals': False,
+            'write_health_key': False,
+            'lease_s': spec.lease_s,
+            'worker_id': child_worker_id(os.getpid()),  # the parent releases our leases by it if we die
+        }
         try:
-            worker = SupervisedWorker(**kwargs, handle_signals=False, write_health_key=False, lease_s=spec.lease_s)
+            worker = SupervisedWorker(**kwargs)
         except Exception as e:
             return self._boot_failed(link, e)
         worker.link = link

@@ -1,9 +1,10 @@
 """Give a dead child's jobs back at once, and fail a job that has killed its worker twice.
 
-The parent runs this with a synchronous redis-py client that it opens lazily and drops before every fork.
-A job is released only while it is still queued and its in-progress key still exists: that key is then the dead
-child's (its lease has not lapsed), so deleting it lets any worker claim the job on its next poll. Once a lease has
-lapsed, the key may belong to another worker, so releases that could not run in time are dropped.
+The parent runs this with a synchronous redis-py client that it opens lazily and drops before every fork. All of a
+dead child's jobs go back in one script call (arq.scripts.RELEASE): a job is released only while it is still queued
+and its in-progress key holds one of that child's lease tokens, so a release can never undo a newer claim by another
+worker, and sending it again after a lost reply counts nothing twice. A job the death makes poison is failed through
+the worker's own settle script (one finish path: result stored, keys removed, `Job.result()` woken).
 """
 
 from __future__ import annotations
@@ -12,21 +13,14 @@ import logging
 import time
 from dataclasses import dataclass
 from typing import Any
+from uuid import uuid4
 
 import redis
 import redis.sentinel
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from arq.constants import (
-    abort_jobs_ss,
-    in_progress_key_prefix,
-    job_deaths_key_prefix,
-    job_key_prefix,
-    nudge_channel_prefix,
-    result_key_prefix,
-    retry_key_prefix,
-)
+from arq import contract, scripts
 from arq_supervise.settings import WorkerSettings
 
 logger = logging.getLogger('arq_supervise.release')
@@ -34,39 +28,17 @@ logger = logging.getLogger('arq_supervise.release')
 SOCKET_TIMEOUT_S = 2.0
 DEATHS_TTL_MS = 86_400_000
 MAX_JOB_DEATHS = 2
+#: supervised children index this many recently finished jobs per outcome for the dashboard (arq:recent:...)
+RECENT_OUTCOMES = 10_000
 
-# KEYS: queue, in-progress, deaths, job, retry; ARGV: job id, count this death (1/0), max deaths, deaths ttl ms,
-# nudge channel; returns {0} nothing held, {1, deaths} released, {2, deaths, payload, try} to be failed by the caller.
-# A release publishes on the queue's nudge channel, so idle workers claim the job now rather than at their next poll.
-RELEASE_LUA = """
-if not redis.call('zscore', KEYS[1], ARGV[1]) then return {0} end
-if redis.call('exists', KEYS[2]) == 0 then return {0} end
-local deaths = tonumber(redis.call('get', KEYS[3]) or '0')
-if ARGV[2] == '1' then
-  deaths = redis.call('incr', KEYS[3])
-  redis.call('pexpire', KEYS[3], ARGV[4])
-end
-if deaths >= tonumber(ARGV[3]) then
-  return {2, deaths, redis.call('get', KEYS[4]), redis.call('get', KEYS[5])}
-end
-redis.call('del', KEYS[2])
-redis.call('publish', ARGV[5], '')
-return {1, deaths}
-"""
 
-# KEYS: queue, in-progress, job, retry, deaths, abort set, result; ARGV: job id, result payload, keep ms (-1 forever)
-FAIL_LUA = """
-redis.call('zrem', KEYS[1], ARGV[1])
-redis.call('zrem', KEYS[6], ARGV[1])
-redis.call('del', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
-local keep = tonumber(ARGV[3])
-if keep < 0 then
-  redis.call('set', KEYS[7], ARGV[2])
-elseif keep > 0 then
-  redis.call('set', KEYS[7], ARGV[2], 'PX', keep)
-end
-return 1
-"""
+#: random per supervisor (children inherit it through the fork): their worker ids are unique across hosts and restarts
+WORKER_ID_PREFIX = f'{uuid4().hex[:10]}.'
+
+
+def child_worker_id(pid: int) -> str:
+    """The worker id (in its lease tokens) of this supervisor's child `pid`."""
+    return f'{WORKER_ID_PREFIX}{pid}'
 
 
 def sync_client(redis_settings: Any) -> redis.Redis:
@@ -122,7 +94,7 @@ class RedisLink:
 @dataclass(frozen=True, slots=True)
 class Released:
     job_id: str
-    outcome: str  # 'not-held', 'released', 'failed'
+    outcome: str  # 'released', 'failed'
     deaths: int = 0
 
 
@@ -134,67 +106,63 @@ class JobReleaser:
         self.settings = settings
         self.max_deaths = max_deaths
 
-    def release(self, job_ids: list[str], *, death: str, count_death: bool) -> list[Released]:
-        """Release each job; `death` describes the exit ('killed by SIGKILL') for the failure message.
+    def release(self, job_ids: list[str], *, worker_id: str | None, death: str, count_death: bool) -> list[Released]:
+        """Release what the dead worker held; `death` describes the exit ('killed by SIGKILL') for a failure.
 
-        :param count_death: False when we killed the child ourselves for reasons not caused by the job (drain deadline)
+        :param count_death: whether the death counts against `job_ids` (only with evidence against them); jobs of the
+          dead worker found beyond `job_ids` never count it
         """
         client = self.link.client
-        script = client.register_script(RELEASE_LUA)
-        queue = self.settings.queue_name
-        nudge = nudge_channel_prefix + queue
-        results = []
-        for job_id in sorted(job_ids):
-            keys = [queue, in_progress_key_prefix + job_id, job_deaths_key_prefix + job_id,
-                    job_key_prefix + job_id, retry_key_prefix + job_id]  # fmt: skip
-            reply = script(keys=keys, args=[job_id, int(count_death), self.max_deaths, DEATHS_TTL_MS, nudge])
-            code = int(reply[0])
-            if code == 0:
-                results.append(Released(job_id, 'not-held'))
-            elif code == 1:
-                results.append(Released(job_id, 'released', int(reply[1])))
-            else:
-                deaths, payload, job_try = int(reply[1]), reply[2], reply[3]
-                self._fail(client, job_id, payload, job_try, f'worker {death} while running this job, {_times(deaths)}')
-                results.append(Released(job_id, 'failed', deaths))
-        return results
+        keys, args = contract.release_args(
+            self.settings.queue_name, worker_id, sorted(job_ids), count_death=count_death,
+            max_deaths=self.max_deaths, deaths_ttl_ms=DEATHS_TTL_MS, now_ms=round(time.time() * 1000),
+        )  # fmt: skip
+        rows = contract.parse_release(client.register_script(scripts.RELEASE)(keys=keys, args=args))
+        poisoned = [row for row in rows if row.poisoned]
+        if poisoned:
+            self._fail(client, poisoned, death)
+        return [Released(r.job_id, 'failed' if r.poisoned else 'released', r.deaths) for r in rows]
 
-    def _fail(
-        self, client: redis.Redis, job_id: str, payload: bytes | None, job_try: bytes | None, message: str
-    ) -> None:
+    def _fail(self, client: redis.Redis, rows: list[contract.Released], death: str) -> None:
+        settlements, functions = [], {}
+        for row in rows:
+            message = f'worker {death} while running this job, {_times(row.deaths)}'
+            settlement, functions[row.job_id] = self._failure(row, message)
+            settlements.append(settlement)
+        keys, args = contract.settle_args(
+            self.settings.queue_name, settlements, now_ms=round(time.time() * 1000), recent_cap=RECENT_OUTCOMES
+        )
+        lost = set(contract.parse_lost(client.register_script(scripts.SETTLE)(keys=keys, args=args)))
+        for row in rows:
+            if row.job_id not in lost:
+                logger.error('job failed: its worker died while running it job_id=%s function=%s reason="worker %s '
+                             'while running this job, %s"', row.job_id, functions[row.job_id], death,
+                             _times(row.deaths))  # fmt: skip
+
+    def _failure(self, row: contract.Released, message: str) -> tuple[contract.Settlement, str]:
         from arq.jobs import SerializationError, deserialize_job_raw, serialize_result
         from arq.worker import JobExecutionFailed
 
         function, args, kwargs, enqueue_ms = '<unknown>', (), dict[str, Any](), 0
-        if payload is not None:
+        if row.payload is not None:
             try:
                 function, args, kwargs, _, enqueue_ms = deserialize_job_raw(
-                    payload, deserializer=self.settings.job_deserializer
+                    row.payload, deserializer=self.settings.job_deserializer
                 )
             except SerializationError as e:
-                logger.warning('cannot read job payload job_id=%s error=%s', job_id, e)
-        now_ms = round(time.time() * 1000)
-        keep = self.settings.keep_result_ms(function)
-        result = serialize_result(
-            function, args, kwargs, int(job_try or 1), enqueue_ms or 0, False, JobExecutionFailed(message),
-            now_ms, now_ms, f'{job_id}:{function}', self.settings.queue_name, job_id,
-            serializer=self.settings.job_serializer,
-        )  # fmt: skip
-        keep_ms = -1 if keep == 0 else (keep or 0)  # the script's convention: -1 forever, 0 no result
-        if result is None:
-            keep_ms = 0
-        keys = [
-            self.settings.queue_name,
-            in_progress_key_prefix + job_id,
-            job_key_prefix + job_id,
-            retry_key_prefix + job_id,
-            job_deaths_key_prefix + job_id,
-            abort_jobs_ss,
-            result_key_prefix + job_id,
-        ]
-        client.register_script(FAIL_LUA)(keys=keys, args=[job_id, result or b'', keep_ms])
-        logger.error('job failed: its worker died while running it job_id=%s function=%s reason="%s"',
-                     job_id, function, message)  # fmt: skip
+                logger.warning('cannot read job payload job_id=%s error=%s', row.job_id, e)
+        settlement = contract.Settlement(row.job_id, contract.FAILURE, row.token)
+        keep_ms = self.settings.keep_result_ms(function)
+        if keep_ms is not None:
+            now_ms = round(time.time() * 1000)
+            result = serialize_result(
+                function, args, kwargs, row.job_try, enqueue_ms or 0, False, JobExecutionFailed(message),
+                now_ms, now_ms, f'{row.job_id}:{function}', self.settings.queue_name, row.job_id,
+                serializer=self.settings.job_serializer,
+            )  # fmt: skip
+            if result is not None:
+                settlement.result, settlement.result_px = result, keep_ms
+        return settlement, function
 
 
 def _times(deaths: int) -> str:
@@ -204,15 +172,17 @@ def _times(deaths: int) -> str:
 @dataclass
 class PendingRelease:
     job_ids: list[str]
+    worker_id: str | None
     death: str
     count_death: bool
     give_up_at: float
 
 
 class ReleaseQueue:
-    """Releases at once when Redis answers; otherwise keeps trying until the dead child's leases may have lapsed.
+    """Releases at once when Redis answers; otherwise keeps trying until the dead child's leases have lapsed.
 
-    Past that point an in-progress key may belong to a worker that claimed the job since, so it must not be deleted.
+    Past that point there is nothing left to release: the jobs are claimable again (and the fence would refuse a late
+    release of a job another worker has claimed since).
     """
 
     def __init__(self, releaser: JobReleaser, retry_for_s: float) -> None:
@@ -220,8 +190,12 @@ class ReleaseQueue:
         self.retry_for_s = retry_for_s
         self.pending: list[PendingRelease] = []
 
-    def release(self, job_ids: list[str], *, death: str, count_death: bool, now: float) -> None:
-        pending = PendingRelease(job_ids, death, count_death, now + self.retry_for_s)
+    def release(
+        self, job_ids: list[str], *, death: str, count_death: bool, now: float, worker_id: str | None = None
+    ) -> None:
+        """`worker_id` (see `child_worker_id`) fences the release to that worker's leases and finds its jobs beyond
+        `job_ids`; without it `job_ids` are released whoever holds them."""
+        pending = PendingRelease(job_ids, worker_id, death, count_death, now + self.retry_for_s)
         if not self._try(pending):
             self.pending.append(pending)
 
@@ -235,7 +209,9 @@ class ReleaseQueue:
 
     def _try(self, pending: PendingRelease) -> bool:
         try:
-            results = self.releaser.release(pending.job_ids, death=pending.death, count_death=pending.count_death)
+            results = self.releaser.release(
+                pending.job_ids, worker_id=pending.worker_id, death=pending.death, count_death=pending.count_death
+            )
         except redis.RedisError as e:
             logger.warning('could not release jobs, will retry job_ids=%s error=%s', pending.job_ids, e)
             self.releaser.link.drop()

@@ -21,12 +21,12 @@ def _settings(redis_server: RedisServer, db: int, queue: str, **kwargs: Any) -> 
     return WorkerSettings('x.WorkerSettings', {'queue_name': queue, 'redis_settings': redis_settings, **kwargs})
 
 
-def _claimed_job(r: redis.Redis, queue: str, job_id: str, job_try: int = 1) -> None:
-    """A job as a worker holds it: queued, payload present, retry counter raised, in-progress key leased."""
+def _claimed_job(r: redis.Redis, queue: str, job_id: str, job_try: int = 1, token: str = 'w1:1') -> None:
+    """A job as worker `w1` holds it: queued, payload present, retry counter raised, in-progress key leased."""
     r.psetex(f'arq:job:{job_id}', 60_000, serialize_job('crunch', (1, 2), {'k': 'v'}, None, 1_700_000_000_000))
     r.zadd(queue, {job_id: 1_700_000_000_000})
     r.set(f'arq:retry:{job_id}', job_try)
-    r.psetex(f'arq:in-progress:{job_id}', 12_000, b'1')
+    r.psetex(f'arq:in-progress:{job_id}', 12_000, token)
 
 
 def _releaser(settings: WorkerSettings) -> JobReleaser:
@@ -38,7 +38,7 @@ def test_first_death_releases_the_job_at_once(
 ) -> None:
     _claimed_job(sync_redis, queue_name, 'j1')
     [released] = _releaser(_settings(redis_server, redis_db, queue_name)).release(
-        ['j1'], death='killed by SIGKILL', count_death=True
+        ['j1'], death='killed by SIGKILL', count_death=True, worker_id='w1'
     )
     assert (released.outcome, released.deaths) == ('released', 1)
     assert not sync_redis.exists('arq:in-progress:j1')
@@ -52,7 +52,7 @@ def test_a_death_we_caused_is_not_counted(
 ) -> None:
     _claimed_job(sync_redis, queue_name, 'j1')
     [released] = _releaser(_settings(redis_server, redis_db, queue_name)).release(
-        ['j1'], death='killed by SIGKILL', count_death=False
+        ['j1'], death='killed by SIGKILL', count_death=False, worker_id='w1'
     )
     assert (released.outcome, released.deaths) == ('released', 0)
     assert not sync_redis.exists('arq:in-progress:j1', 'arq:deaths:j1')
@@ -66,9 +66,9 @@ def test_jobs_no_longer_held_are_left_alone(
     _claimed_job(sync_redis, queue_name, 'lapsed')
     sync_redis.delete('arq:in-progress:lapsed')  # lease gone: maybe someone else's to claim now
     results = _releaser(_settings(redis_server, redis_db, queue_name)).release(
-        ['finished', 'lapsed'], death='killed by SIGKILL', count_death=True
+        ['finished', 'lapsed'], death='killed by SIGKILL', count_death=True, worker_id='w1'
     )
-    assert [r.outcome for r in results] == ['not-held', 'not-held']
+    assert results == []
     assert sync_redis.exists('arq:in-progress:finished') == 1
     assert not sync_redis.exists('arq:deaths:finished', 'arq:deaths:lapsed')
 
@@ -78,10 +78,10 @@ def test_second_death_fails_the_job_with_an_arq_result(
 ) -> None:
     releaser = _releaser(_settings(redis_server, redis_db, queue_name, keep_result=120))
     _claimed_job(sync_redis, queue_name, 'poison')
-    releaser.release(['poison'], death='killed by SIGKILL', count_death=True)
+    releaser.release(['poison'], death='killed by SIGKILL', count_death=True, worker_id='w1')
     _claimed_job(sync_redis, queue_name, 'poison', job_try=2)
     before_ms = time.time() * 1000
-    [failed] = releaser.release(['poison'], death='killed by SIGKILL', count_death=True)
+    [failed] = releaser.release(['poison'], death='killed by SIGKILL', count_death=True, worker_id='w1')
 
     assert (failed.outcome, failed.deaths) == ('failed', 2)
     result = deserialize_result(sync_redis.get('arq:result:poison'))  # type: ignore[arg-type]
@@ -104,7 +104,7 @@ def test_failed_result_follows_keep_result_forever_and_zero(
         releaser = _releaser(_settings(redis_server, redis_db, queue_name, **kwargs))
         _claimed_job(sync_redis, queue_name, job_id)
         sync_redis.set(f'arq:deaths:{job_id}', 1)
-        [failed] = releaser.release([job_id], death='exited with code 13', count_death=True)
+        [failed] = releaser.release([job_id], death='exited with code 13', count_death=True, worker_id='w1')
         assert failed.outcome == 'failed'
         assert sync_redis.pttl(f'arq:result:{job_id}') == ttl
         assert sync_redis.zscore(queue_name, job_id) is None
@@ -120,7 +120,7 @@ def test_failed_result_follows_the_functions_own_keep_result(
     settings = _settings(redis_server, redis_db, queue_name, keep_result=3600, functions=[func(crunch, keep_result=30)])
     _claimed_job(sync_redis, queue_name, 'own')
     sync_redis.set('arq:deaths:own', 1)
-    [failed] = _releaser(settings).release(['own'], death='exited with code 13', count_death=True)
+    [failed] = _releaser(settings).release(['own'], death='exited with code 13', count_death=True, worker_id='w1')
     assert failed.outcome == 'failed'
     assert 25_000 < sync_redis.pttl('arq:result:own') <= 30_000
 
@@ -132,7 +132,7 @@ def test_unreadable_payload_still_fails_the_job(
     sync_redis.set('arq:job:garbled', b'not a pickle')
     sync_redis.set('arq:deaths:garbled', 1)
     [failed] = _releaser(_settings(redis_server, redis_db, queue_name)).release(
-        ['garbled'], death='killed by SIGSEGV', count_death=True
+        ['garbled'], death='killed by SIGSEGV', count_death=True, worker_id='w1'
     )
     assert failed.outcome == 'failed'
     result = pickle.loads(sync_redis.get('arq:result:garbled'))  # type: ignore[arg-type]
@@ -151,5 +151,63 @@ def test_release_queue_retries_while_redis_is_down_then_gives_up(
     assert len(queue.pending) == 1
     queue.retry(now=103.0)
     assert len(queue.pending) == 1
-    queue.retry(now=106.0)  # the lease may have lapsed and been re-claimed: never delete it now
+    queue.retry(now=106.0)  # by now the lease lapses by itself
     assert queue.pending == []
+
+
+def test_a_lease_another_worker_holds_now_is_never_released(
+    redis_server: RedisServer, redis_db: int, sync_redis: redis.Redis, queue_name: str
+) -> None:
+    _claimed_job(sync_redis, queue_name, 'reclaimed', token='w2:7')  # w1's lease lapsed, w2 claimed it since
+    results = _releaser(_settings(redis_server, redis_db, queue_name)).release(
+        ['reclaimed'], death='killed by SIGKILL', count_death=True, worker_id='w1'
+    )
+    assert results == []
+    assert sync_redis.get('arq:in-progress:reclaimed') == b'w2:7'
+    assert not sync_redis.exists('arq:deaths:reclaimed')
+
+
+def test_jobs_the_parent_never_heard_of_are_found_and_released_uncounted(
+    redis_server: RedisServer, redis_db: int, sync_redis: redis.Redis, queue_name: str
+) -> None:
+    """A child that died between a claim and telling its parent: its leases are found at the head of the queue."""
+    _claimed_job(sync_redis, queue_name, 'known')
+    _claimed_job(sync_redis, queue_name, 'unknown', token='w1:2')
+    _claimed_job(sync_redis, queue_name, 'other', token='w10:1')  # another worker whose id starts the same way
+    results = _releaser(_settings(redis_server, redis_db, queue_name)).release(
+        ['known'], death='killed by SIGKILL', count_death=True, worker_id='w1'
+    )
+    assert sorted((r.job_id, r.deaths) for r in results) == [('known', 1), ('unknown', 0)]
+    assert not sync_redis.exists('arq:in-progress:known', 'arq:in-progress:unknown', 'arq:deaths:unknown')
+    assert sync_redis.get('arq:in-progress:other') == b'w10:1'
+
+
+def test_a_release_sent_again_after_a_lost_reply_counts_the_death_once(
+    redis_server: RedisServer, redis_db: int, sync_redis: redis.Redis, queue_name: str
+) -> None:
+    releaser = _releaser(_settings(redis_server, redis_db, queue_name))
+    _claimed_job(sync_redis, queue_name, 'j1')
+    for _ in range(2):
+        releaser.release(['j1'], death='killed by SIGKILL', count_death=True, worker_id='w1')
+    assert sync_redis.get('arq:deaths:j1') == b'1'
+
+
+def test_a_poison_failure_wakes_result_waiters_and_is_indexed(
+    redis_server: RedisServer, redis_db: int, sync_redis: redis.Redis, queue_name: str
+) -> None:
+    """The supervisor fails a poison job through the worker's own settle: Job.result() waiters are woken."""
+    pubsub = sync_redis.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe('arq:done:poison')
+    _claimed_job(sync_redis, queue_name, 'poison')
+    sync_redis.set('arq:deaths:poison', 1)
+    [failed] = _releaser(_settings(redis_server, redis_db, queue_name)).release(
+        ['poison'], death='killed by SIGKILL', count_death=True, worker_id='w1'
+    )
+    assert failed.outcome == 'failed'
+    deadline = time.monotonic() + 5
+    message = None
+    while message is None and time.monotonic() < deadline:  # the first read may return the subscribe confirmation
+        message = pubsub.get_message(timeout=0.5)
+    pubsub.close()
+    assert message is not None and message['channel'] == b'arq:done:poison', 'no job-done notification'
+    assert sync_redis.zscore(f'arq:recent:{queue_name}:failed', 'poison') is not None

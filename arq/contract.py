@@ -1,0 +1,203 @@
+"""The Redis contract of the worker and the supervisor: typed arguments in, parsed replies out, for each script.
+
+The Lua lives in `arq.scripts`; what each script takes and returns lives here, next to nothing else, so the worker
+(async) and the supervisor's parent (sync) build the same arguments and read the same replies. The functions are
+pure: the caller runs the script with its own client (`keys=..., args=...`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .constants import (
+    abort_jobs_ss,
+    claim_record_prefix,
+    in_progress_key_prefix,
+    job_deaths_key_prefix,
+    job_done_channel_prefix,
+    job_key_prefix,
+    nudge_channel_prefix,
+    recent_outcomes_key_prefix,
+    recent_outcomes_ttl_ms,
+    result_key_prefix,
+    retry_counter_ttl_s,
+    retry_key_prefix,
+)
+
+#: `keep_result_ms` and a settlement's `result_px` say "keep the result forever" with this one value
+KEEP_FOREVER_MS = 0
+
+
+def lease_token(worker_id: str, claim_number: int) -> str:
+    """The in-progress key's value for one claim: fences every later write of that worker to that job."""
+    return f'{worker_id}:{claim_number:x}'
+
+
+def worker_prefix(worker_id: str) -> str:
+    """What every lease token of a worker starts with (how the supervisor recognises a dead child's leases)."""
+    return worker_id + ':'
+
+
+# --- claim ---
+
+
+@dataclass(slots=True)
+class Claim:
+    """A job this worker holds the in-progress lease of, as the claim script returned it."""
+
+    job_id: str
+    payload: bytes | None
+    job_try: int
+    score: int
+    aborted: bool
+    token: str = ''
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimReply:
+    queued: int
+    next_score: int | None
+    jobs: list[Claim]
+
+
+def claim_args(
+    *,
+    queue: str,
+    worker_id: str,
+    token: str,
+    now_ms: int,
+    lease_ms: int,
+    want: int,
+    read_limit: int,
+    check_abort: bool,
+    recover: bool,
+) -> tuple[list[str], list[Any]]:
+    args = [
+        now_ms, lease_ms, want, read_limit, retry_counter_ttl_s, int(check_abort), job_key_prefix,
+        in_progress_key_prefix, retry_key_prefix, abort_jobs_ss, claim_record_prefix + worker_id, token, int(recover),
+    ]  # fmt: skip
+    return [queue], args
+
+
+def parse_claim(reply: Sequence[Any], token: str) -> ClaimReply:
+    jobs = [
+        Claim(
+            job_id=reply[i].decode(),
+            payload=reply[i + 1],
+            job_try=int(reply[i + 2]),
+            score=int(float(reply[i + 3])),
+            aborted=bool(reply[i + 4]),
+            token=token,
+        )
+        for i in range(2, len(reply), 5)
+    ]
+    return ClaimReply(int(reply[0]), int(float(reply[1])) if reply[1] is not None else None, jobs)
+
+
+# --- settle ---
+
+SUCCESS, FAILURE, REQUEUE, REQUEUE_GIVE_BACK = 's', 'f', 'r', 'g'
+
+
+@dataclass(slots=True)
+class Settlement:
+    """How a job leaves its worker, in the order of the settle script's fields."""
+
+    job_id: str
+    op: str  # SUCCESS, FAILURE, REQUEUE or REQUEUE_GIVE_BACK
+    token: str = ''
+    tombstone_ms: int = 0
+    result: bytes = b''
+    result_px: int = KEEP_FOREVER_MS
+    score_incr: int = 0
+    #: the job's score when it was claimed; not sent, but a re-queue in its place is deferred from it
+    score: int = 0
+
+    @property
+    def finishes(self) -> bool:
+        return self.op in (SUCCESS, FAILURE)
+
+    def fields(self) -> tuple[str, str, str, int, bytes, int, int]:
+        return self.job_id, self.op, self.token, self.tombstone_ms, self.result, self.result_px, self.score_incr
+
+
+def settle_args(
+    queue: str, batch: Sequence[Settlement], *, now_ms: int, recent_cap: int = 0
+) -> tuple[list[str], list[Any]]:
+    """`recent_cap` > 0 also indexes finished jobs under `arq:recent:<queue>:complete|failed` (the dashboard's)."""
+    args: list[Any] = [
+        job_key_prefix, in_progress_key_prefix, retry_key_prefix, result_key_prefix, abort_jobs_ss,
+        job_done_channel_prefix, job_deaths_key_prefix, recent_outcomes_key_prefix + queue + ':', recent_cap,
+        recent_outcomes_ttl_ms, now_ms,
+    ]  # fmt: skip
+    for settlement in batch:
+        args.extend(settlement.fields())
+    return [queue], args
+
+
+def parse_lost(reply: Sequence[Any]) -> list[str]:
+    """The ids whose settlement was dropped: their lease had passed to another worker."""
+    return [_text(job_id) for job_id in reply]
+
+
+# --- lease refresh ---
+
+
+def refresh_args(queue: str, lease_ms: int, held: dict[str, str]) -> tuple[list[str], list[Any]]:
+    """`held` maps each job id to its lease token."""
+    args: list[Any] = [lease_ms, in_progress_key_prefix]
+    for job_id, token in held.items():
+        args.extend((job_id, token))
+    return [queue], args
+
+
+def parse_refresh(reply: Sequence[Any]) -> tuple[int, list[str]]:
+    """(how many lapsed leases were taken again, the ids whose lease another worker holds now)."""
+    return int(reply[0]), [_text(job_id) for job_id in reply[1:]]
+
+
+# --- release of a dead worker's jobs ---
+
+
+@dataclass(frozen=True, slots=True)
+class Released:
+    job_id: str
+    poisoned: bool  # the death made it reach the limit: the caller fails it with `token`
+    deaths: int
+    payload: bytes | None
+    job_try: int
+    token: str
+
+
+def release_args(
+    queue: str,
+    worker_id: str | None,
+    job_ids: Sequence[str],
+    *,
+    count_death: bool,
+    max_deaths: int,
+    deaths_ttl_ms: int,
+    now_ms: int,
+    scan_limit: int = 1000,
+) -> tuple[list[str], list[Any]]:
+    """Without `worker_id`, `job_ids` are released whoever holds them, and no others are looked for."""
+    prefix = worker_prefix(worker_id) if worker_id is not None else ''
+    scan_limit = scan_limit if worker_id is not None else 0
+    args: list[Any] = [
+        prefix, int(count_death), max_deaths, deaths_ttl_ms, nudge_channel_prefix + queue,
+        in_progress_key_prefix, job_deaths_key_prefix, job_key_prefix, retry_key_prefix, scan_limit, now_ms,
+        *job_ids,
+    ]  # fmt: skip
+    return [queue], args
+
+
+def parse_release(reply: Sequence[Any]) -> list[Released]:
+    return [
+        Released(_text(row[0]), int(row[1]) == 2, int(row[2]), row[3], int(row[4] or 1), _text(row[5])) for row in reply
+    ]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,97 @@
+"""Settling cannot hang, and a worker whose lease passed to another worker cannot undo that worker's run.
+
+These fail on the published arq by design; the reference run skips files named test_improvements_*.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+
+from arq.connections import ArqRedis
+from arq.jobs import JobStatus
+from tests.support.waiting import async_wait_until
+from tests.worker.helpers import WorkerFactory, wait_for_key
+
+
+async def wait_for(check: Callable[[], bool], *, timeout: float, message: str) -> None:
+    async def probe() -> bool:
+        return check()
+
+    await async_wait_until(probe, timeout=timeout, message=message)
+
+
+async def add(ctx: dict[str, Any], a: int, b: int = 0) -> int:
+    return a + b
+
+
+async def gated(ctx: dict[str, Any]) -> str:
+    await ctx['redis'].set(f'started:{ctx["job_id"]}', 1)
+    while not await ctx['redis'].exists(f'go:{ctx["job_id"]}'):
+        await asyncio.sleep(0.01)  # simulated work that lasts until the test lets it finish
+    return f'ran by {ctx["job_try"]}'
+
+
+async def test_a_settle_failing_for_good_releases_the_job_and_the_worker_carries_on(
+    arq_redis: ArqRedis, sync_redis: redis.Redis, worker: WorkerFactory, queue_name: str, caplog: Any
+) -> None:
+    caplog.set_level(logging.INFO, logger='arq.worker')
+    sync_redis.set('arq:abort', 'not a sorted set')  # every finish then fails with WRONGTYPE: not transient
+    w = worker(functions=[add], burst=False, poll_delay=0.05)
+    worker.start(w)
+    job = await arq_redis.enqueue_job('add', 1, 2, _job_id='stuck')
+    assert job is not None
+    await wait_for(lambda: 'could not record the outcome of job stuck' in caplog.text, timeout=10, message='failure')
+    await wait_for(lambda: not w.held_job_ids and not w.tasks, timeout=10, message='the job to leave')
+    assert 'WRONGTYPE' in caplog.text
+    assert not sync_redis.exists('arq:in-progress:stuck'), 'released, not leased until a drain'
+    score = sync_redis.zscore(queue_name, 'stuck')
+    assert score is not None and score > time.time() * 1000 + 5_000, 'queued again, deferred: no tight loop'
+
+    sync_redis.delete('arq:abort')  # the operator repairs Redis: the worker is alive and works on
+    sync_redis.zadd(queue_name, {'stuck': 1})  # as if its deferral had passed
+    assert await job.result(timeout=10) == 3
+    again = await arq_redis.enqueue_job('add', 5)
+    assert again is not None and await again.result(timeout=10) == 5
+
+
+async def test_a_late_settle_from_a_fenced_out_worker_changes_nothing(
+    arq_redis: ArqRedis, sync_redis: redis.Redis, worker: WorkerFactory, queue_name: str, caplog: Any
+) -> None:
+    caplog.set_level(logging.INFO, logger='arq.worker')
+    w = worker(functions=[gated], burst=False, poll_delay=0.05, lease_s=1.5)
+    worker.start(w)
+    job = await arq_redis.enqueue_job('gated', _job_id='fenced')
+    assert job is not None
+    await wait_for_key(arq_redis, 'started:fenced')
+    # the lease passes to another worker (ours lapsed during a partition, say), which is running the job now
+    sync_redis.set('arq:in-progress:fenced', 'other-worker:1', px=60_000)
+    await wait_for(lambda: 'lease lost: job fenced' in caplog.text, timeout=5, message='the refresh to notice')
+    sync_redis.set('go:fenced', 1)
+    await wait_for(lambda: 'lease lost, result dropped' in caplog.text, timeout=10, message='the settle')
+    assert sync_redis.get('arq:in-progress:fenced') == b'other-worker:1', "the other worker's lease is intact"
+    assert sync_redis.zscore(queue_name, 'fenced') is not None, 'still queued for the worker that holds it'
+    assert not sync_redis.exists('arq:result:fenced'), 'no result written over the newer run'
+    assert await job.status() == JobStatus.in_progress
+    assert not w.held_job_ids
+
+
+@pytest.mark.parametrize('queue_jobs', [1, 30])
+async def test_a_burst_run_leaves_only_arqs_keys(
+    arq_redis: ArqRedis, sync_redis: redis.Redis, worker: WorkerFactory, queue_name: str, queue_jobs: int
+) -> None:
+    """No claim record or settle marker of ours is left behind (only arq's results remain)."""
+    for i in range(queue_jobs):
+        await arq_redis.enqueue_job('add', i)
+    w = worker(functions=[add], max_jobs=7)
+    await w.main()
+    await w.close()
+    keys = {k.decode() for k in sync_redis.scan_iter(count=1000)}
+    assert keys, 'results are kept'
+    assert all(k.startswith('arq:result:') for k in keys), sorted(keys)[:10]
