@@ -24,9 +24,10 @@ import setproctitle
 import uvloop
 
 from arq.worker import Worker
-from arq_supervise import health, logs
+from arq_supervise import logs, protocol
 from arq_supervise.blame import BlameRecorder
 from arq_supervise.exits import ExitCode
+from arq_supervise.health import Counters
 from arq_supervise.metrics import JobStats
 from arq_supervise.release import RECENT_OUTCOMES, child_worker_id
 from arq_supervise.settings import WorkerSettings
@@ -51,6 +52,8 @@ class ChildSpec:
     worker_overrides: dict[str, Any] = field(default_factory=dict)
     #: memory shared with the parent where the child records which job it is running (arq_supervise.blame)
     blame_region: mmap.mmap | None = None
+    #: --max-jobs-per-child: claim no more jobs than this, then wait to be drained
+    job_limit: int | None = None
 
 
 def run_child(spec: ChildSpec, sock: socket.socket) -> NoReturn:
@@ -98,9 +101,9 @@ class ParentLink:
         self.reader = reader
         self.writer = writer
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: protocol.ChildMessage) -> None:
         if not self.writer.is_closing():
-            self.writer.write(health.encode(message))
+            self.writer.write(protocol.encode(message))
 
     async def flush(self, timeout_s: float = 1.0) -> None:
         with contextlib.suppress(Exception):
@@ -114,6 +117,14 @@ class SupervisedWorker(Worker):
     link: ParentLink
     is_ready: bool = False
     stats: JobStats
+    job_limit: int | None = None
+
+    def _free_slots(self) -> int:
+        """Claim no job beyond the limit: the parent replaces this child when its successor is ready."""
+        slots = super()._free_slots()
+        if self.job_limit is None:
+            return slots
+        return max(0, min(slots, self.job_limit - self.jobs_started))
 
     def record_blame(self, recorder: BlameRecorder) -> None:
         """Run every job function through `recorder`, so the parent can tell which job hung or killed us."""
@@ -125,15 +136,15 @@ class SupervisedWorker(Worker):
 
     def _notify_ready(self) -> None:
         self.is_ready = True
-        self.link.send({'type': 'ready'})
+        self.link.send(protocol.Ready())
 
     def _notify_claimed(self, job_ids: list[str]) -> None:
-        self.link.send({'type': 'claimed', 'ids': job_ids})
+        self.link.send(protocol.Claimed(tuple(job_ids)))
 
     def _notify_settled(self, job_ids: list[str]) -> None:
         # the counters ride along so the parent can recycle after exactly max-jobs-per-child jobs; the rest of a
         # heartbeat (held ids, statistics) waits for the next one: this message is sent for every settled batch
-        self.link.send({**ChildRunner.counters(self), 'type': 'settled', 'ids': job_ids})
+        self.link.send(protocol.Settled(tuple(job_ids), counters(self)))
 
 
 class ChildRunner:
@@ -169,6 +180,7 @@ class ChildRunner:
             return self._boot_failed(link, e)
         worker.link = link
         worker.stats = JobStats()
+        worker.job_limit = spec.job_limit
         if spec.blame_region is not None:
             worker.record_blame(BlameRecorder(spec.blame_region))
         self.worker = worker
@@ -197,7 +209,7 @@ class ChildRunner:
         line = f'{type(error).__name__}: {error}'.splitlines()[0][:300] if str(error) else type(error).__name__
         logger.error('worker failed to boot slot=%d pid=%d error="%s"', self.spec.slot, os.getpid(), line,
                      exc_info=error)  # fmt: skip
-        link.send({'type': 'boot_error', 'error': line})
+        link.send(protocol.BootError(line))
         return ExitCode.BOOT_ERROR
 
     async def _close(self, worker: SupervisedWorker) -> None:
@@ -235,10 +247,14 @@ class ChildRunner:
                 logger.warning('parent went away, draining slot=%d pid=%d', self.spec.slot, os.getpid())
                 self.drain()
                 return
-            command, _, argument = line.strip().partition(b' ')
-            if command == health.CMD_DRAIN:
-                self.drain(float(argument) if argument else None)
-            elif command == health.CMD_STOP:
+            try:
+                command = protocol.decode(line)
+            except protocol.ProtocolError as e:
+                logger.warning('ignored a command from the parent slot=%d error=%s', self.spec.slot, e)
+                continue
+            if isinstance(command, protocol.Drain):
+                self.drain(command.wait_s)
+            elif isinstance(command, protocol.Stop):
                 self.stop()
 
     async def _heartbeats(self, link: ParentLink) -> None:
@@ -250,20 +266,10 @@ class ChildRunner:
             await asyncio.sleep(self.spec.heartbeat_interval_s)
 
     @staticmethod
-    def counters(worker: Worker) -> dict[str, Any]:
-        return {
-            'complete': worker.jobs_complete,
-            'failed': worker.jobs_failed,
-            'retried': worker.jobs_retried,
-            'ongoing': worker.jobs_ongoing,
-        }
+    def heartbeat(worker: Worker) -> protocol.Heartbeat:
+        stats = worker.stats if isinstance(worker, SupervisedWorker) else None
+        return protocol.Heartbeat(counters(worker), tuple(sorted(worker.held_job_ids)), worker.redis_error, stats)
 
-    @staticmethod
-    def heartbeat(worker: Worker) -> dict[str, Any]:
-        return {
-            'type': 'heartbeat',
-            **ChildRunner.counters(worker),
-            'held': sorted(worker.held_job_ids),
-            'redis_error': worker.redis_error,
-            'stats': worker.stats.to_wire() if isinstance(worker, SupervisedWorker) else None,
-        }
+
+def counters(worker: Worker) -> Counters:
+    return Counters(worker.jobs_complete, worker.jobs_failed, worker.jobs_retried, worker.jobs_ongoing)

@@ -19,6 +19,7 @@ from arq_supervise import health, logs
 from arq_supervise.config import ConfigError, SupervisorConfig, available_cpus
 from arq_supervise.exits import EXIT_CODE_HELP, ExitCode
 from arq_supervise.settings import SettingsError, WorkerSettings, load_settings
+from arq_supervise.watch import Watcher, is_watched
 
 HELP = """Run N arq workers for SETTINGS (e.g. app.worker.WorkerSettings) under one supervising process.
 
@@ -124,10 +125,8 @@ def _load(settings_path: str, redis_url: str | None = None) -> WorkerSettings:
 
 
 def _supervise(config: SupervisorConfig, settings: WorkerSettings) -> int:
-    if config.watch_path is not None:
-        from arq_supervise.watch import run_watching
-
-        return run_watching(config, settings)
+    if config.watch_path is not None and not is_watched():
+        return Watcher(config.watch_path).run()
     from arq_supervise.arbiter import Arbiter
 
     return Arbiter(config, settings).run()
@@ -167,6 +166,7 @@ def format_status(document: dict[str, Any]) -> str:
         f'supervisor pid={document.get("pid")} host={document.get("host")} queue={document.get("queue")} '
         f'state={document.get("state")} ready={document.get("ready")}/{document.get("procs")} '
         f'complete={totals.get("complete")} failed={totals.get("failed")} retried={totals.get("retried")}',
+        _loop_line(document.get('loop') or {}),
         f'{"slot":>4} {"pid":>8} {"state":<12} {"ongoing":>7} {"complete":>8} {"failed":>6} {"mem MiB":>8} '
         f'{"beat s":>6} {"restarts":>8}  last exit',
     ]
@@ -178,6 +178,12 @@ def format_status(document: dict[str, Any]) -> str:
             f'{c["last_exit"] or "-"}'
         )
     return '\n'.join(lines)
+
+
+def _loop_line(loop: dict[str, Any]) -> str:
+    if not loop:
+        return 'loop latency: -'
+    return f'loop latency: p99={loop.get("p99_ms")}ms max={loop.get("max_ms")}ms over {loop.get("turns")} turns'
 
 
 @contextlib.contextmanager

@@ -1,12 +1,6 @@
-"""Heartbeat messages, their aggregation, the health keys in Redis and the local status file.
+"""Counters and their aggregation, the health keys in Redis and the local status file.
 
-Children talk to the parent in JSON lines over their socket. Messages (child → parent):
-  {"type": "ready"}                                            startup hook ran and Redis answered
-  {"type": "claimed", "ids": [...]} / {"type": "settled", ...}  in-progress keys now held / no longer held
-  {"type": "heartbeat", "complete": n, "failed": n, "retried": n, "ongoing": n, "held": [...], "redis_error": s}
-  {"type": "boot_error", "error": "..."}                      last error line before the child gives up booting
-The settled message also carries the heartbeat's counters.
-Commands (parent → child), one a line: `drain <wait seconds>`, `stop`.
+The messages that carry the counters from the children are in arq_supervise.protocol.
 """
 
 from __future__ import annotations
@@ -24,22 +18,6 @@ from typing import Any
 from arq.constants import health_check_key_suffix, supervisor_key_prefix
 from arq.worker import health_check_line as arq_health_line
 
-CMD_DRAIN = b'drain'
-CMD_STOP = b'stop'
-
-
-def encode(message: Mapping[str, Any]) -> bytes:
-    return json.dumps(message, separators=(',', ':')).encode() + b'\n'
-
-
-def decode(line: bytes) -> dict[str, Any]:
-    """One message; a malformed line becomes {'type': 'invalid'} rather than an error in the parent's loop."""
-    try:
-        value = json.loads(line)
-    except ValueError:
-        return {'type': 'invalid', 'line': line[:200].decode(errors='replace')}
-    return value if isinstance(value, dict) else {'type': 'invalid', 'line': repr(value)[:200]}
-
 
 @dataclass(frozen=True, slots=True)
 class Counters:
@@ -49,10 +27,6 @@ class Counters:
     failed: int = 0
     retried: int = 0
     ongoing: int = 0
-
-    @classmethod
-    def from_message(cls, message: Mapping[str, Any]) -> Counters:
-        return cls(*(int(message.get(name) or 0) for name in ('complete', 'failed', 'retried', 'ongoing')))
 
     def __add__(self, other: Counters) -> Counters:
         return Counters(
@@ -127,6 +101,7 @@ def status_document(
     totals: Counters,
     children: list[ChildStatus],
     now_wall: float,
+    loop: Mapping[str, float | int] | None = None,
 ) -> dict[str, Any]:
     """The JSON published as the status file and the per-supervisor key."""
     return {
@@ -139,6 +114,7 @@ def status_document(
         'updated_at': round(now_wall, 3),
         'totals': asdict(totals),
         'children': [asdict(c) for c in children],
+        'loop': dict(loop or {}),
     }
 
 

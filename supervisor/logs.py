@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import sys
-import time
+from datetime import datetime
+from typing import Any
+
+from pythonjsonlogger import json as jsonlogger
+from pythonjsonlogger.core import RESERVED_ATTRS
 
 _context = {'role': 'supervisor'}
 
@@ -17,25 +20,27 @@ class _RoleFilter(logging.Filter):
         return True
 
 
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        document = {
-            'ts': time.strftime('%Y-%m-%dT%H:%M:%S', time.localtime(record.created)) + f'.{int(record.msecs):03d}',
-            'level': record.levelname,
-            'logger': record.name,
-            'pid': record.process,
-            'role': getattr(record, 'role', _context['role']),
-            'message': record.getMessage(),
-        }
-        slot = getattr(record, 'role', _context['role']).rpartition(' ')[2]
+class JsonFormatter(jsonlogger.JsonFormatter):
+    """One JSON object per record: the usual fields, then every `extra` the record carries (arq's `job_id`, a
+    failed job's exception extras, ...); `ts` is ISO 8601 local time with its UTC offset."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            '%(levelname)s %(name)s %(process)d %(message)s',
+            rename_fields={'levelname': 'level', 'name': 'logger', 'process': 'pid', 'exc_info': 'exc'},
+            reserved_attrs=[*RESERVED_ATTRS, 'role'],
+            json_default=repr,
+            json_ensure_ascii=False,
+        )
+
+    def add_fields(self, log_record: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]) -> None:
+        log_record['ts'] = datetime.fromtimestamp(record.created).astimezone().isoformat(timespec='milliseconds')
+        super().add_fields(log_record, record, message_dict)
+        role = getattr(record, 'role', _context['role'])
+        log_record['role'] = role
+        slot = role.rpartition(' ')[2]
         if slot.isdigit():
-            document['slot'] = int(slot)
-        job_id = getattr(record, 'job_id', None)
-        if job_id is not None:
-            document['job_id'] = job_id
-        if record.exc_info:
-            document['exc'] = self.formatException(record.exc_info)
-        return json.dumps(document)
+            log_record['slot'] = int(slot)
 
 
 def configure(log_format: str = 'text', verbose: bool = False) -> None:

@@ -126,6 +126,9 @@ class FleetView:
     children_by_state: Mapping[str, int]
     restarts_by_cause: Mapping[str, int]
     rss_by_slot: Mapping[int, float]  # MiB
+    #: the parent's loop: p99 of its busy time per turn (last 1024 turns) and the longest turn since it started
+    loop_p99_s: float | None = None
+    loop_max_s: float | None = None
 
 
 class FleetCollector(Collector):
@@ -160,6 +163,13 @@ class FleetCollector(Collector):
         for slot, mib in sorted(v.rss_by_slot.items()):
             rss.add_metric([str(slot)], mib * 1024 * 1024)
         yield rss
+        if v.loop_p99_s is not None:
+            yield GaugeMetricFamily('arq_supervisor_loop_busy_p99_seconds',
+                                    "p99 of the parent loop's busy time per turn (how long a signal may wait)",
+                                    v.loop_p99_s)  # fmt: skip
+        if v.loop_max_s is not None:
+            yield GaugeMetricFamily('arq_supervisor_loop_stall_max_seconds',
+                                    "Longest turn of the parent's loop since it started", v.loop_max_s)  # fmt: skip
 
 
 def render(view: Callable[[], FleetView]) -> bytes:

@@ -16,7 +16,7 @@ from arq_supervise.config import SupervisorConfig
 from arq_supervise.health import ChildStatus, Counters, HealthPublisher
 from arq_supervise.history import HistoryRecorder
 from arq_supervise.notify import sd_notify, watchdog_interval_s
-from arq_supervise.release import RedisLink
+from arq_supervise.parent_redis import REST_S, BoundedRedisLink
 
 logger = logging.getLogger('arq_supervise.arbiter')
 
@@ -32,6 +32,8 @@ class Snapshot:
     procs: int
     totals: Counters
     children: list[ChildStatus]
+    #: the parent's loop latency (arq_supervise.latency)
+    loop: dict[str, float | int] | None = None
 
     @property
     def ready(self) -> int:
@@ -40,7 +42,7 @@ class Snapshot:
     def document(self) -> dict[str, object]:
         return health.status_document(
             pid=self.pid, host=self.host, queue_name=self.queue_name, state=self.state, procs=self.procs,
-            totals=self.totals, children=self.children, now_wall=time.time(),
+            totals=self.totals, children=self.children, now_wall=time.time(), loop=self.loop,
         )  # fmt: skip
 
 
@@ -51,7 +53,7 @@ class Reporter:
     """
 
     def __init__(
-        self, config: SupervisorConfig, link: RedisLink, publisher: HealthPublisher, status_file: Path
+        self, config: SupervisorConfig, link: BoundedRedisLink, publisher: HealthPublisher, status_file: Path
     ) -> None:
         self.config = config
         self.link = link
@@ -93,6 +95,7 @@ class Reporter:
                 self.publisher.failing_since = now
                 logger.warning('cannot write health keys to redis error=%s', e)
             self.link.drop()
+            self.next_health_at = min(self.next_health_at, now + REST_S)  # TTL is 3 intervals: try again soon
             return
         if self.publisher.failing_since is not None:
             logger.info('health keys written again after %.0fs', now - self.publisher.failing_since)

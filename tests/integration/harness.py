@@ -210,6 +210,21 @@ class Supervisor:
 
         return asyncio.run(go())
 
+    def enqueue_many(self, function: str, args: list[tuple[Any, ...]]) -> None:
+        """Many jobs through one pool."""
+        from arq import create_pool
+        from arq.connections import RedisSettings
+
+        async def go() -> None:
+            pool = await create_pool(RedisSettings(port=self.redis_port, database=self.db))
+            try:
+                for a in args:
+                    await pool.enqueue_job(function, *a, _queue_name=self.queue)
+            finally:
+                await pool.aclose()
+
+        asyncio.run(go())
+
     def result(self, job_id: str) -> dict[str, Any] | None:
         import pickle
 

@@ -51,6 +51,11 @@ def test_metrics_sum_jobs_over_children_and_survive_a_child_crash(supervisor: Su
     assert samples[('arq_job_duration_seconds_count', (('function', 'quick'),))] == 6
     assert samples[('arq_queue_lag_seconds_count', ())] == 6
     assert samples[('arq_supervisor_children', (('state', 'ready'),))] == 2
+    assert (
+        0
+        <= samples[('arq_supervisor_loop_busy_p99_seconds', ())]
+        <= samples[('arq_supervisor_loop_stall_max_seconds', ())]
+    )
     assert _get(port, '/livez')[0] == 200
     assert _get(port, '/readyz')[0] == 200
 

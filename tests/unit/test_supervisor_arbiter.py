@@ -1,0 +1,250 @@
+"""The Arbiter's state table, row by row, with a fake clock and fake children: no process, no sleep.
+
+Its Redis link points at a port where nothing listens, so every release waits in the ReleaseQueue, where the test
+reads which jobs were released and whether a death was counted against them.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from arq.connections import RedisSettings
+from arq_supervise.arbiter import Arbiter, State
+from arq_supervise.config import SupervisorConfig
+from arq_supervise.exits import ExitCode
+from arq_supervise.health import Counters
+from arq_supervise.parent_redis import BoundedRedisLink
+from arq_supervise.process import Child, ChildState, StopReason
+from arq_supervise.protocol import BootError, Claimed, Drain, Heartbeat, Ready, Settled, Stop
+from arq_supervise.settings import WorkerSettings
+from tests.support.redis_server import free_port
+from tests.unit.fake_processes import FakeClock, FakeProcesses
+
+
+async def noop(ctx: dict[str, object]) -> None:
+    return None
+
+
+class Harness:
+    def __init__(self, tmp_path: Path, **options: object) -> None:
+        self.clock = FakeClock()
+        self.os = FakeProcesses()
+        dead = RedisSettings(port=free_port(), conn_timeout=0.1)
+        settings = WorkerSettings(
+            'tests.app.WorkerSettings', {'functions': [noop], 'queue_name': 'q', 'redis_settings': dead}
+        )
+        config = SupervisorConfig(settings_path=settings.path, status_file=tmp_path / 'status.json', **options)  # type: ignore[arg-type]
+        self.arbiter = Arbiter(config, settings, clock=self.clock, processes=self.os,
+                               redis=BoundedRedisLink(dead))  # fmt: skip
+
+    def turn(self, *signals: int, after_s: float = 0.0) -> None:
+        self.clock.advance(after_s)
+        self.arbiter.turn(list(signals), self.os.readable())
+
+    def children(self) -> list[Child]:
+        return sorted(self.arbiter.children.values(), key=lambda c: c.pid)
+
+    def ready_all(self) -> list[int]:
+        self.turn()
+        pids = [c.pid for c in self.children() if c.state is ChildState.BOOTING]
+        for pid in pids:
+            self.os.say(pid, Ready())
+        self.turn()
+        return pids
+
+    def released(self) -> list[tuple[list[str], bool]]:
+        return [(p.job_ids, p.count_death) for p in self.arbiter.releases.pending]
+
+
+@pytest.fixture
+def h(tmp_path: Path) -> Harness:
+    return Harness(tmp_path, procs=2)
+
+
+def test_running_forks_a_child_per_empty_slot_and_marks_ready(h: Harness) -> None:
+    h.turn()
+    assert [(c.slot, c.state) for c in h.children()] == [(1, ChildState.BOOTING), (2, ChildState.BOOTING)]
+    first = h.children()[0].pid
+    h.os.say(first, Ready())
+    h.turn(after_s=0.3)
+    assert h.arbiter.children[first].state is ChildState.READY
+    assert h.arbiter.children[first].ready_at == h.clock.now
+    assert not h.arbiter.is_ready()
+    h.ready_all()
+    assert h.arbiter.is_ready()
+
+
+def test_crash_releases_held_jobs_uncounted_and_replaces_at_once_then_backs_off(h: Harness) -> None:
+    one, _ = h.ready_all()
+    h.os.say(one, Claimed(('a', 'b')), Settled(('a',), Counters(complete=1)))
+    h.turn()
+    assert h.arbiter.children[one].held == {'b'}
+    h.os.exit(one, sig=signal.SIGKILL)
+    h.turn()
+    assert one not in h.arbiter.children
+    assert h.released() == [(['b'], False)]  # no evidence against b: no death counted
+    [replacement] = [c.pid for c in h.children() if c.slot == 1]
+    assert h.arbiter.fleet.history[1].restarts == 1
+    h.os.exit(replacement, code=13)  # crashed again before it was ready: the slot now waits
+    h.turn()
+    assert not [c for c in h.children() if c.slot == 1]
+    h.turn(after_s=0.4)
+    assert not [c for c in h.children() if c.slot == 1]
+    h.turn(after_s=0.2)
+    assert [c.slot for c in h.children() if c.slot == 1] == [1]
+
+
+def test_boot_failures_in_a_row_drain_and_exit_3(h: Harness) -> None:
+    for _ in range(3):
+        h.turn(after_s=60)
+        for child in h.children():
+            if child.state is ChildState.BOOTING:
+                h.os.say(child.pid, BootError('ConnectionError: refused'))
+                h.os.exit(child.pid, code=3)
+        h.turn()
+        if h.arbiter.state is not State.RUNNING:
+            break
+    assert h.arbiter.state is State.STOPPED  # draining with no child left
+    assert h.arbiter.exit_code == ExitCode.BOOT_ERROR
+
+
+def test_silent_child_gets_a_stack_dump_then_sigkill_and_its_job_is_blamed_by_evidence(h: Harness) -> None:
+    one, two = h.ready_all()
+    h.os.say(one, Claimed(('j1',)))
+    h.os.say(two, Heartbeat(Counters()))
+    h.turn(after_s=9)
+    h.os.say(two, Heartbeat(Counters()))
+    h.turn(after_s=2)  # one: 11 s without a heartbeat; two: 2 s
+    assert h.os.signals_to(one) == [signal.SIGUSR2]
+    assert h.os.signals_to(two) == []
+    assert h.arbiter.fleet.child_status(h.arbiter.children[one], h.clock.now).state == 'unresponsive'
+    h.turn(after_s=0.2)
+    assert h.os.signals_to(one) == [signal.SIGUSR2]
+    h.turn(after_s=0.4)
+    assert h.os.signals_to(one) == [signal.SIGUSR2, signal.SIGKILL]
+    h.os.exit(one, sig=signal.SIGKILL)
+    h.turn()
+    assert h.released() == [(['j1'], False)]  # its blame region names no job: nothing counted
+    assert h.arbiter.fleet.restarts_by_cause['hang'] == 1
+
+
+def test_boot_timeout_kills_a_child_that_never_becomes_ready(tmp_path: Path) -> None:
+    h = Harness(tmp_path, procs=1, boot_timeout_s=5)
+    h.turn()
+    [child] = h.children()
+    h.turn(after_s=5.1)
+    assert child.stop_reason is StopReason.BOOT_TIMEOUT
+    h.turn(after_s=0.5)
+    assert h.os.signals_to(child.pid) == [signal.SIGUSR2, signal.SIGKILL]
+
+
+def test_jobs_over_the_limit_replace_the_child_its_successor_ready_first(tmp_path: Path) -> None:
+    h = Harness(tmp_path, procs=1, max_jobs_per_child=10, recycle_jitter=0)
+    [old] = h.ready_all()
+    h.os.say(old, Settled(('x',), Counters(complete=10)))
+    h.turn()
+    [_, new] = [c.pid for c in h.children()]
+    assert h.arbiter.children[old].retiring is StopReason.RECYCLE
+    assert h.os.channels[old].sent == []  # keeps working until its successor is ready
+    h.os.say(new, Ready())
+    h.turn()
+    assert h.os.channels[old].sent == [Drain(30.0)]
+    assert h.arbiter.children[old].state is ChildState.DRAINING
+    h.os.exit(old)
+    h.turn()
+    assert [c.pid for c in h.children()] == [new]
+    assert h.arbiter.fleet.restarts_by_cause['recycle'] == 1
+
+
+def test_memory_over_the_limit_replaces_and_twice_the_limit_kills(tmp_path: Path) -> None:
+    h = Harness(tmp_path, procs=2, max_memory_per_child_mib=100)
+    one, two = h.ready_all()
+    h.os.memory.update({one: 150, two: 250})
+    h.turn(after_s=1)  # measured once a second; the replacement starts on the next turn
+    h.turn()
+    assert h.arbiter.children[one].retiring is StopReason.MEMORY
+    assert h.os.signals_to(two) == [signal.SIGKILL]
+    assert h.arbiter.children[two].stop_reason is StopReason.MEMORY_KILL
+
+
+def test_sighup_replaces_every_slot_one_at_a_time(h: Harness) -> None:
+    one, two = h.ready_all()
+    h.turn(signal.SIGHUP)
+    assert h.arbiter.children[one].retiring is StopReason.RELOAD
+    assert h.arbiter.children[two].retiring is None
+    [new_one] = [c.pid for c in h.children() if c.pid not in (one, two)]
+    h.os.say(new_one, Ready())
+    h.turn()
+    h.os.exit(one)
+    h.turn()
+    assert h.arbiter.children[two].retiring is StopReason.RELOAD
+    [new_two] = [c.pid for c in h.children() if c.pid not in (two, new_one)]
+    h.os.say(new_two, Ready())
+    h.turn()
+    h.os.exit(two)
+    h.turn()
+    assert sorted(h.arbiter.children) == [new_one, new_two]
+    assert not h.arbiter.reloading
+
+
+def test_ttin_adds_a_slot_ttou_drains_the_highest_and_stops_at_one(h: Harness) -> None:
+    h.ready_all()
+    h.turn(signal.SIGTTIN)
+    assert sorted(c.slot for c in h.children()) == [1, 2, 3]
+    h.turn(signal.SIGTTOU, signal.SIGTTOU)
+    assert sorted(c.slot for c in h.children() if c.state is ChildState.DRAINING) == [2, 3]
+    h.turn(signal.SIGTTOU)
+    assert h.arbiter.target_procs == 1
+
+
+def test_sigterm_drains_then_kills_past_the_deadline_then_stops(h: Harness) -> None:
+    one, two = h.ready_all()
+    h.os.say(two, Claimed(('long',)))
+    h.turn(signal.SIGTERM)
+    assert h.arbiter.state is State.DRAINING
+    assert h.os.channels[one].sent == [Drain(0.0)] == h.os.channels[two].sent
+    h.os.exit(one)
+    h.turn(after_s=4.9)
+    assert h.os.signals_to(two) == []
+    h.turn(after_s=0.2)  # job_completion_wait 0 + stop margin 5 s
+    assert h.os.signals_to(two) == [signal.SIGKILL]
+    h.os.exit(two, sig=signal.SIGKILL)
+    h.turn()
+    assert h.released() == [(['long'], False)]
+    assert h.arbiter.state is State.STOPPED and h.arbiter.exit_code == ExitCode.OK
+
+
+def test_second_sigterm_or_sigquit_cancels_running_jobs_with_a_short_deadline(h: Harness) -> None:
+    one, _ = h.ready_all()
+    h.turn(signal.SIGTERM)
+    h.turn(signal.SIGTERM, after_s=1)
+    assert h.os.channels[one].sent == [Drain(0.0), Stop()]
+    assert h.arbiter.children[one].kill_deadline == h.clock.now + 3
+    quitting = Harness(h.arbiter.config.status_file.parent, procs=1)  # type: ignore[union-attr]
+    [pid] = quitting.ready_all()
+    quitting.turn(signal.SIGQUIT)
+    assert quitting.arbiter.state is State.DRAINING
+    assert quitting.os.channels[pid].sent == [Drain(0.0), Stop()]
+
+
+def test_burst_stops_once_every_slot_exited_cleanly(tmp_path: Path) -> None:
+    h = Harness(tmp_path, procs=2, burst=True)
+    one, two = h.ready_all()
+    h.os.exit(one)
+    h.turn()
+    assert h.arbiter.state is State.RUNNING and [c.pid for c in h.children()] == [two]
+    h.os.exit(two)
+    h.turn()
+    assert h.arbiter.state is State.STOPPED
+
+
+def test_a_heartbeat_replaces_held_ids_and_counters(h: Harness) -> None:
+    one, _ = h.ready_all()
+    h.os.say(one, Claimed(('a', 'b')), Heartbeat(Counters(complete=4, ongoing=1), held=('b',), redis_error='down'))
+    h.turn()
+    child = h.arbiter.children[one]
+    assert child.held == {'b'} and child.counters == Counters(complete=4, ongoing=1) and child.redis_error == 'down'
+    assert h.arbiter.totals().complete == 4
