@@ -85,6 +85,13 @@ def start_browser(browser: str, driver: str) -> Any:
     return webdriver.Chrome(options=options, service=Service(executable_path=driver))
 
 
+def text_of(browser: Any, css: str) -> str:
+    """An element's visible text, read in one script run: a live update may replace the element at any moment."""
+    value = browser.execute_script('const e = document.querySelector(arguments[0]); return e && e.innerText', css)
+    assert value is not None, f'no element matches {css}'
+    return str(value)
+
+
 class Fleet:
     """The supervisor (procs 1, max_jobs 2) and the dashboard, on the test's queue and database."""
 

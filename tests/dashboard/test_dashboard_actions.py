@@ -12,7 +12,7 @@ import pytest
 import redis
 from selenium.webdriver.common.by import By
 
-from tests.dashboard.harness import Fleet
+from tests.dashboard.harness import Fleet, text_of
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(900)  # the first test may install Chromium; every wait below has its own deadline
@@ -29,6 +29,7 @@ def confirm(browser: Any, fleet: Fleet, job_id: str, link: str) -> None:
     click_link(browser, link)
     assert 'confirm' in browser.find_element(By.ID, 'confirm').get_attribute('id')
     browser.find_element(By.ID, 'confirm').click()
+    wait_until(lambda: 'done=' in browser.current_url, message='the job page after the action')
 
 
 def result(fleet: Fleet, job_id: str) -> dict[str, Any] | None:
@@ -47,7 +48,7 @@ def test_abort_running_and_queued_jobs_and_retry_and_delete(fleet: Fleet, browse
 
     running = jobs['in_progress'][0]
     confirm(browser, fleet, running, 'Abort…')
-    assert 'abort requested' in browser.find_element(By.CSS_SELECTOR, '.flash').text
+    assert 'abort requested' in text_of(browser, '.flash')
     wait_until(lambda: result(fleet, running), timeout=10, message='the aborted job has a result')
     outcome = result(fleet, running)
     assert outcome is not None and not outcome['s'] and type(outcome['r']).__name__ == 'CancelledError'
@@ -63,7 +64,7 @@ def test_abort_running_and_queued_jobs_and_retry_and_delete(fleet: Fleet, browse
     confirm(browser, fleet, failed, 'Retry…')  # under a new id (the default choice)
     new_id = urllib.parse.parse_qs(urllib.parse.urlsplit(browser.current_url).query)['id'][0]
     assert new_id != failed
-    assert 'enqueued again as' in browser.find_element(By.CSS_SELECTOR, '.flash').text
+    assert 'enqueued again as' in text_of(browser, '.flash')
     wait_until(lambda: result(fleet, new_id), timeout=10, message='the retried job ran')
     assert str(result(fleet, new_id)['r']) == 'boom f0'  # type: ignore[index]
     assert fleet.sup.started('f0')[-1][0] == 'f0' and len(fleet.sup.started('f0')) == 2
@@ -73,6 +74,7 @@ def test_abort_running_and_queued_jobs_and_retry_and_delete(fleet: Fleet, browse
     click_link(browser, 'Retry…')
     browser.find_element(By.CSS_SELECTOR, 'input[name=same_id][value="1"]').click()
     browser.find_element(By.ID, 'confirm').click()
+    wait_until(lambda: 'done=' in browser.current_url, message='the job page after the action')
     wait_until(lambda: len(fleet.sup.started('f1')) == 2, timeout=10, message='f1 ran again under its own id')
 
     done = jobs['complete'][0]

@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from selenium.webdriver.common.by import By
 
-from tests.dashboard.harness import Fleet, screenshot
+from tests.dashboard.harness import Fleet, screenshot, text_of
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(900)  # the first test may install Chromium; every wait below has its own deadline
@@ -76,14 +77,14 @@ def test_every_page_shows_what_redis_holds(fleet: Fleet, browser: Any, tmp_path:
             screenshot(browser, 'jobs', tmp_path)
 
     browser.get(f'{fleet.url}/job?id={jobs["failed"][0]}')
-    assert browser.find_element(By.ID, 'job-status').text == 'failed'
-    assert "ValueError('boom f0')" in browser.find_element(By.CSS_SELECTOR, 'pre.result').text
+    assert text_of(browser, '#job-status') == 'failed'
+    assert "ValueError('boom f0')" in text_of(browser, 'pre.result')
     assert browser.find_elements(By.LINK_TEXT, 'Retry…') == []  # read-only: no action buttons
     screenshot(browser, 'job', tmp_path)
 
     browser.get(f'{fleet.url}/job?id={jobs["in_progress"][0]}')
-    assert browser.find_element(By.ID, 'job-status').text == 'in progress'
-    assert 'lease' in browser.find_element(By.CSS_SELECTOR, 'dl.facts').text
+    assert text_of(browser, '#job-status') == 'in progress'
+    assert 'lease' in text_of(browser, 'dl.facts')
 
 
 def _child_cell(browser: Any, supervisor_pid: int, field: str) -> str | None:
@@ -112,3 +113,50 @@ def test_pages_update_live_without_a_reload(fleet: Fleet, browser: Any) -> None:
     wait_until(lambda: counts_on_page(browser, fleet.queue)['deferred'] == '4', timeout=10,
                message='the overview count rises live')  # fmt: skip
     assert int(browser.find_element(By.ID, 'live').get_attribute('data-updates') or 0) >= 1
+
+
+def seed_stopped_supervisor(fleet: Fleet, minutes: int = 60, stopped_ago_s: int = 300) -> None:
+    """An hour of history (in history.py's format) from a supervisor on another host that stopped 5 minutes ago."""
+    import json
+    import math
+
+    from arq_supervise.history import history_key
+
+    now_ms = int(time.time() * 1000)
+    complete = failed = 0
+    samples = {}
+    for i in range(minutes * 6 - stopped_ago_s // 10):
+        rate = 40 + 25 * math.sin(i / 40) + 8 * math.sin(i / 7)
+        complete += int(rate * 10)
+        failed += int(rate * 10 * (0.02 + 0.02 * math.sin(i / 23)) + 0.5)
+        depth = max(int(300 + 280 * math.sin(i / 30 + 1)), 0)
+        sample = {'t': now_ms - minutes * 60_000 + i * 10_000, 'c': complete, 'f': failed, 'r': 0, 'o': 3,
+                  'q': depth + 3, 'd': depth, 'lag': int(depth * 25), 'ready': 4, 'procs': 4}  # fmt: skip
+        samples[json.dumps(sample)] = sample['t']
+    client = redis.Redis(port=fleet.sup.redis_port, db=fleet.sup.db)
+    client.zadd(history_key(fleet.queue, 'worker-b', 31337), samples)
+    client.close()
+
+
+def test_overview_plots_the_last_hour_and_fleet_marks_a_stopped_supervisor(
+    fleet: Fleet, browser: Any, tmp_path: Path
+) -> None:
+    seed_stopped_supervisor(fleet)
+    fleet.start_supervisor()
+    fleet.populate()
+    fleet.start_dashboard('--allow-actions')
+    browser.get(fleet.url + '/')
+    wait_until(lambda: browser.execute_script("return document.querySelectorAll('svg.chart polyline').length") >= 2,
+               message='lines on the jobs/s and failures/s charts')  # fmt: skip
+    assert '60 min' in browser.execute_script("return document.querySelector('svg.chart').textContent")
+    screenshot(browser, 'overview', tmp_path)
+    browser.get(fleet.url + '/fleet')
+    script = 'const a = document.querySelector(arguments[0]); return [a.innerText, a.className]'
+    text, classes = browser.execute_script(script, 'article.supervisor[data-pid="31337"]')
+    assert 'gone' in text and 'last seen' in text and 'stale' in classes
+    wait_until(lambda: _child_cell(browser, fleet.sup.pid, 'ongoing') == '2', message='the live child on the page')
+    screenshot(browser, 'fleet', tmp_path)
+    browser.get(f'{fleet.url}/jobs?queue={fleet.queue}&state=queued')
+    browser.find_element(By.ID, 'theme').click()
+    assert browser.execute_script('return document.documentElement.dataset.theme') == 'dark'
+    screenshot(browser, 'jobs-dark', tmp_path)

@@ -16,7 +16,7 @@ import pytest
 import redis
 from selenium.webdriver.common.by import By
 
-from tests.dashboard.harness import Fleet, screenshot
+from tests.dashboard.harness import Fleet, screenshot, text_of
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(900)  # the first test may install Chromium; every wait below has its own deadline
@@ -58,10 +58,10 @@ def test_xss_payloads_in_args_ids_and_results_render_as_text(fleet: Fleet, brows
         wait_until(lambda: browser.execute_script('return document.readyState') == 'complete', message='page load')
         assert_inert(browser)
     browser.get(f'{fleet.url}/job?id={urllib.parse.quote(done)}')
-    assert browser.find_element(By.CSS_SELECTOR, 'code.job-id').text == XSS[1]
-    assert browser.find_element(By.CSS_SELECTOR, 'pre.result').text == repr(XSS[0])
+    assert text_of(browser, 'code.job-id') == XSS[1]
+    assert text_of(browser, 'pre.result') == repr(XSS[0])
     browser.get(f'{fleet.url}/job?id={urllib.parse.quote(waiting)}')
-    assert XSS[3] in browser.find_element(By.CSS_SELECTOR, 'ol.args').text
+    assert XSS[3] in text_of(browser, 'ol.args')
     wait_until(lambda: int(browser.execute_script("return document.getElementById('live').dataset.updates || 0")) >= 2,
                message='two live updates of the job page')  # fmt: skip
     assert_inert(browser)  # the live fragments are escaped as well
@@ -85,13 +85,13 @@ def test_a_malicious_pickle_is_shown_not_run(fleet: Fleet, browser: Any, tmp_pat
     fleet.start_dashboard('--allow-actions')
 
     browser.get(f'{fleet.url}/job?id=evil-job')
-    args = browser.find_element(By.CSS_SELECTOR, 'ol.args').text
+    args = text_of(browser, 'ol.args')
     assert '<not displayable: posix.system>' in args and "'fine'" in args
     browser.get(f'{fleet.url}/jobs?queue={urllib.parse.quote(fleet.queue)}&state=deferred')
-    assert 'not displayable' in browser.find_element(By.CSS_SELECTOR, 'tr[data-job-id="evil-job"]').text
+    assert 'not displayable' in text_of(browser, 'tr[data-job-id="evil-job"]')
     browser.get(f'{fleet.url}/job?id=evil-result')
-    assert 'not displayable' in browser.find_element(By.CSS_SELECTOR, 'pre.result').text
-    assert 'retry unavailable' in browser.find_element(By.CSS_SELECTOR, '.job-head').text  # never rebuilt to enqueue
+    assert 'not displayable' in text_of(browser, 'pre.result')
+    assert 'retry unavailable' in text_of(browser, '.job-head')  # never rebuilt to enqueue
     assert not marker.exists(), 'the dashboard ran code from a pickle'
     assert r.exists('arq:job:evil-job')
 
