@@ -53,17 +53,21 @@ class SettleBatcher:
     :param write: runs the settle script for a batch
     :param on_settled: called with the ids that left this worker (settled, dropped as fenced, or given up)
     :param on_transient: called with each transient error and the backoff before the next try
+    :param on_written: called after each write Redis accepted (a transient trouble is over)
     """
 
     def __init__(
         self,
         write: WriteBatch,
         on_settled: Callable[[list[str]], None],
+        *,
         on_transient: Callable[[BaseException, float], None],
+        on_written: Callable[[], None] = lambda: None,
     ) -> None:
         self._write = write
         self._on_settled = on_settled
         self._on_transient = on_transient
+        self._on_written = on_written
         self._pending: list[tuple[Settlement, asyncio.Future[None]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -134,7 +138,7 @@ class SettleBatcher:
         backoff = _BACKOFF_START_S
         while True:
             try:
-                return await self._write(batch)
+                lost = await self._write(batch)
             except Exception as e:
                 if not is_transient(e):
                     raise
@@ -142,3 +146,6 @@ class SettleBatcher:
                 self._on_transient(e, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                continue
+            self._on_written()
+            return lost

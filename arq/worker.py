@@ -40,6 +40,7 @@ from .constants import (
 from .contract import Claim, Settlement
 from .cron import CronJob, local_timezone
 from .jobs import Deserializer, JobResult, Serializer
+from .outages import RedisOutages
 from .settle import SettleBatcher
 from .typing import SecondsTimedelta, StartupShutdown, WorkerCoroutine
 from .utils import import_string, timestamp_ms, to_seconds, to_unix_ms
@@ -260,13 +261,18 @@ class Worker(JobExecution):
         self.aborting_tasks: set[str] = set()
         self.allow_pick_jobs = True
         self.main_task: asyncio.Task[None] | None = None
-        self.redis_error: str | None = None
+        self._outages = RedisOutages()
 
         self._held: dict[str, str] = {}  # job id -> the token of its lease
         self._claims = 0
         self._claim_token: str | None = None
         self._cancelled_at: dict[str, float] = {}  # job id -> when its task was last cancelled
-        self._settler = SettleBatcher(self._write_settlements, self._left, self._redis_failed)
+        self._settler = SettleBatcher(
+            self._write_settlements,
+            self._left,
+            on_transient=lambda e, retry_in_s: self._outages.failed('settle', e, retry_in_s),
+            on_written=lambda: self._outages.succeeded('settle'),
+        )
         self._wake: asyncio.Event | None = None
         self._stopping = False
         self._shutdown_cancel = False
@@ -406,9 +412,7 @@ class Worker(JobExecution):
                 await self._sleep_unless_woken(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX_S)
                 continue
-            if self.redis_error is not None:
-                logger.info('redis connection restored')
-                self.redis_error = None
+            self._outages.succeeded('worker loop')
             backoff = _BACKOFF_START_S
             if self.burst and self._burst_done():
                 return
@@ -472,10 +476,12 @@ class Worker(JobExecution):
         wake.clear()
 
     def _redis_failed(self, e: BaseException, retry_in_s: float) -> None:
-        first = self.redis_error is None
-        self.redis_error = f'{e.__class__.__name__}: {e}'
-        log = logger.warning if first or retry_in_s >= _BACKOFF_MAX_S else logger.debug
-        log('redis error in worker loop, %s; retrying in %0.1fs', self.redis_error, retry_in_s)
+        self._outages.failed('worker loop', e, retry_in_s)
+
+    @property
+    def redis_error(self) -> str | None:
+        """The Redis error this worker is meeting now (in its loop or its settles), or None."""
+        return self._outages.error
 
     # --- claiming ---
 
