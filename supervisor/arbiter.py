@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import os
 import signal
@@ -25,9 +26,10 @@ from arq_supervise.notify import sd_notify
 from arq_supervise.parent_redis import BoundedRedisLink
 from arq_supervise.process import ForkedProcesses, Processes, StopReason
 from arq_supervise.release import JobReleaser, ReleaseQueue
+from arq_supervise.reload import SettingsCheck, forget_application_modules
 from arq_supervise.reporting import Reporter, Snapshot
 from arq_supervise.roster import Roster
-from arq_supervise.settings import WorkerSettings
+from arq_supervise.settings import SettingsError, WorkerSettings, load_settings
 from arq_supervise.signals import SignalQueue
 
 logger = logging.getLogger('arq_supervise.arbiter')
@@ -55,7 +57,9 @@ class Arbiter:
     RUNNING       child dies before READY (x N)   boot failures in a row reach the limit: drain   DRAINING
     RUNNING       heartbeat / boot timeout        dump its stack (SIGUSR2), SIGKILL after a beat  RUNNING
     RUNNING       jobs / memory over the limit    queue a rolling replacement of that slot        RUNNING
-    RUNNING       SIGHUP                          queue a rolling replacement of every slot       RUNNING
+    RUNNING       SIGHUP                          try the settings in a short-lived process       RUNNING
+    RUNNING       that check passes               import afresh; roll every slot onto it          RUNNING
+    RUNNING       that check fails                log why; the children keep running             RUNNING
     RUNNING       SIGTTIN / SIGTTOU               one slot more / drain the highest slot          RUNNING
     RUNNING       SIGTERM / SIGINT                `drain` every child, deadline wait + margin     DRAINING
     RUNNING       SIGQUIT                         `stop` every child, short deadline              DRAINING
@@ -74,11 +78,15 @@ class Arbiter:
         clock: Callable[[], float] = monotonic,
         processes: Processes | None = None,
         redis: BoundedRedisLink | None = None,
+        load: Callable[[], WorkerSettings] | None = None,
+        check_settings: Callable[[str, float, float], SettingsCheck] = SettingsCheck,
     ) -> None:
         """
         :param clock: monotonic seconds; every deadline is on this clock
         :param processes: how children are forked, reaped and measured (a fake one in unit tests)
         :param redis: the parent's Redis connection, for releases and the health keys
+        :param load: imports the settings afresh on HUP (with the command line's overrides)
+        :param check_settings: starts the short-lived process that tries the new settings first
         """
         self.config = config
         self.settings = settings
@@ -111,6 +119,9 @@ class Arbiter:
         status_file = config.status_file or health.default_status_file(queue)
         self.reporter = Reporter(config, self.redis, publisher, status_file)
         self.reloading = False
+        self.load_settings = load or functools.partial(load_settings, settings.path)
+        self.check_settings = check_settings
+        self.settings_check: SettingsCheck | None = None
 
     # --- the loop ---
 
@@ -160,7 +171,8 @@ class Arbiter:
         for signum in received:
             self.handle(signum, now)
         self.roster.read_messages(readable, now)
-        self.roster.reap(now)
+        for pid, status in self.roster.reap(now):
+            self.on_other_exit(pid, status, now)
         self.roster.enforce_deadlines(now)
         self.manage(now)
         if self.state is not State.STOPPED:
@@ -180,7 +192,7 @@ class Arbiter:
         elif signum == signal.SIGQUIT:
             self.handle_quit(now)
         elif signum == signal.SIGHUP:
-            self.handle_hup()
+            self.handle_hup(now)
         elif signum == signal.SIGTTIN:
             self.handle_ttin()
         elif signum == signal.SIGTTOU:
@@ -201,14 +213,40 @@ class Arbiter:
         self.shutdown(now)
         self.stop_quickly(now)
 
-    def handle_hup(self) -> None:
-        if self.state is not State.RUNNING:
+    def handle_hup(self, now: float) -> None:
+        if self.state is not State.RUNNING or self.settings_check is not None:
             return
-        slots = sorted({c.slot for c in self.children.values() if c.is_replaceable})
-        logger.info('SIGHUP received: replacing children one by one slots=%s', slots)
-        self.roster.replacements.extend((slot, StopReason.RELOAD) for slot in slots)
+        logger.info('SIGHUP received: checking the new settings before replacing the children settings=%s',
+                    self.settings.path)  # fmt: skip
+        self.settings_check = self.check_settings(self.settings.path, now, self.config.boot_timeout_s)
         self.reloading = True
         sd_notify('RELOADING=1', f'MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}')
+
+    def on_other_exit(self, pid: int, status: int, now: float) -> None:
+        check = self.settings_check
+        if check is None or pid != check.pid:
+            logger.debug('reaped a process we did not start pid=%d status=%d', pid, status)
+            return
+        self.settings_check = None
+        problem = check.verdict(status)
+        settings = self.settings
+        if problem is None:
+            forget_application_modules()
+            try:
+                settings = self.load_settings()
+            except SettingsError as e:
+                problem = str(e)
+        if problem is None and settings.queue_name != self.settings.queue_name:
+            problem = f'the queue changed ({self.settings.queue_name!r} to {settings.queue_name!r}): restart instead'
+        if problem is not None:
+            logger.error('reload refused, the current children keep running: %s', problem)
+            self.reloading = False
+            sd_notify('READY=1')
+            return
+        self.settings = self.roster.settings = settings
+        slots = sorted({c.slot for c in self.children.values() if c.is_replaceable})
+        logger.info('new settings loaded, replacing children one by one slots=%s', slots)
+        self.roster.replacements.extend((slot, StopReason.RELOAD) for slot in slots)
 
     def handle_ttin(self) -> None:
         self.target_procs += 1
@@ -238,6 +276,8 @@ class Arbiter:
     # --- keeping the right children ---
 
     def manage(self, now: float) -> None:
+        if self.settings_check is not None and now > self.settings_check.deadline:
+            self.settings_check.kill()  # reaped like any exit: the reload is refused
         if self.state is State.RUNNING and self.roster.halt_reason is not None:
             logger.error('children failed to boot %d times in a row, stopping; last error: %s',
                          self.roster.boot_failures, self.roster.halt_reason)  # fmt: skip
@@ -245,7 +285,7 @@ class Arbiter:
             self.shutdown(now)
         if self.state is State.RUNNING:
             self.roster.scale_down(now, self.target_procs)
-            if self.roster.start_next_replacement() and self.reloading:
+            if self.roster.start_next_replacement() and self.reloading and self.settings_check is None:
                 self.reloading = False
                 logger.info('reload complete')
                 sd_notify('READY=1')
@@ -278,8 +318,9 @@ class Arbiter:
     def start_metrics(self) -> None:
         if self.config.metrics_port is None:
             return
-        self.metrics = MetricsServer(self.config.metrics_port, self.render_metrics, self.fleet.is_live, self.is_ready)
-        logger.info('serving metrics port=%d', self.metrics.port)
+        self.metrics = MetricsServer(self.config.metrics_port, self.render_metrics, self.fleet.is_live, self.is_ready,
+                                     host=self.config.metrics_host)  # fmt: skip
+        logger.info('serving metrics host=%s port=%d', self.config.metrics_host, self.metrics.port)
 
     def render_metrics(self) -> bytes:
         view = self.fleet.metrics_view(self.reporter.publisher.last_queued, self.clock())

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sys
 import time
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,11 @@ HELP = """Run N arq workers for SETTINGS (e.g. app.worker.WorkerSettings) under 
 
 \b
 Signals: TERM/INT drain (a second one cuts the wait short), QUIT stops at once,
-HUP replaces the children one by one, TTIN/TTOU add/remove a child.
+HUP deploys new code (checked first, then children replaced one by one),
+TTIN/TTOU add/remove a child.
+
+\b
+Also: arq-supervise status [--watch] [--json] SETTINGS  shows every supervisor on the queue.
 
 Every option can also be set in the environment as ARQ_SUPERVISE_<OPTION>,
 e.g. ARQ_SUPERVISE_PROCS=4 or ARQ_SUPERVISE_MAX_JOBS_PER_CHILD=1000.
@@ -67,6 +73,8 @@ e.g. ARQ_SUPERVISE_PROCS=4 or ARQ_SUPERVISE_MAX_JOBS_PER_CHILD=1000.
               help="redis://, rediss:// or unix:// URL; replaces the settings' redis_settings.")  # fmt: skip
 @click.option('--metrics-port', type=click.IntRange(min=0, max=65535),
               help='Serve Prometheus /metrics, /livez and /readyz on this port.  [default: off]')  # fmt: skip
+@click.option('--metrics-host', default='127.0.0.1',
+              help='Address for --metrics-port; 0.0.0.0 for a scraper on another host or pod.')  # fmt: skip
 @click.option('-v', '--verbose', is_flag=True, help='Debug logging.')
 @click.option('--log-format', type=click.Choice(['text', 'json']), default='text')
 def cli(settings_path: str | None, check: bool, status: bool, live: bool, redis_url: str | None,
@@ -80,7 +88,7 @@ def cli(settings_path: str | None, check: bool, status: bool, live: bool, redis_
         raise SystemExit(run_check(options['status_file'], verbose=status, live_only=live))
     if settings_path is None:
         raise click.UsageError('Missing argument SETTINGS (it may be left out only with --check --status-file).')
-    settings = _load(settings_path, redis_url)
+    settings = _load(settings_path, redis_url, verbose=options['verbose'])
     if check or status:
         raise SystemExit(run_check(health.default_status_file(settings.queue_name), verbose=status, live_only=live))
     try:
@@ -99,7 +107,7 @@ def cli(settings_path: str | None, check: bool, status: bool, live: bool, redis_
     # a status file that cannot be written would leave every probe failing while the workers run: refuse it now
     _check_writable_directory(config.status_file or health.default_status_file(settings.queue_name), '--status-file')
     with _pid_file(config.pid_file):
-        raise SystemExit(_supervise(config, settings))
+        raise SystemExit(_supervise(config, settings, _overrides(redis_url)))
 
 
 def _check_writable_directory(path: Path, option: str) -> None:
@@ -110,26 +118,42 @@ def _check_writable_directory(path: Path, option: str) -> None:
         raise click.BadParameter(f'directory {str(directory)!r} is not writable', param_hint=option)
 
 
-def _load(settings_path: str, redis_url: str | None = None) -> WorkerSettings:
-    overrides = {}
-    if redis_url:
-        try:
-            overrides['redis_settings'] = RedisSettings.from_dsn(redis_url)
-        except (RuntimeError, ValueError) as e:
-            raise click.BadParameter(str(e), param_hint='--redis-url') from None
+def _overrides(redis_url: str | None) -> dict[str, Any]:
+    if not redis_url:
+        return {}
     try:
-        return load_settings(settings_path, overrides=overrides)
+        return {'redis_settings': RedisSettings.from_dsn(redis_url)}
+    except (RuntimeError, ValueError) as e:
+        raise click.BadParameter(str(e), param_hint='--redis-url') from None
+
+
+def _load(settings_path: str, redis_url: str | None = None, verbose: bool = False) -> WorkerSettings:
+    try:
+        return load_settings(settings_path, overrides=_overrides(redis_url))
     except SettingsError as e:
-        click.echo(f'arq-supervise: {e}', err=True)
+        cause = e.__cause__
+        if verbose and cause is not None:
+            click.echo(''.join(traceback.format_exception(cause)).rstrip(), err=True)
+        click.echo(f'arq-supervise: {e}{_where(cause)}', err=True)
         raise SystemExit(ExitCode.CONFIG_ERROR) from None
 
 
-def _supervise(config: SupervisorConfig, settings: WorkerSettings) -> int:
+def _where(error: BaseException | None) -> str:
+    """' (at app/tasks.py:12)': where an import of the settings failed, when the error says."""
+    if isinstance(error, SyntaxError) and error.filename:
+        return f' (at {error.filename}:{error.lineno})'
+    frames = traceback.extract_tb(error.__traceback__) if error is not None else []
+    frames = [f for f in frames if '/importlib/' not in f.filename and not f.filename.startswith('<frozen')]
+    return f' (at {frames[-1].filename}:{frames[-1].lineno})' if frames else ''
+
+
+def _supervise(config: SupervisorConfig, settings: WorkerSettings, overrides: dict[str, Any]) -> int:
     if config.watch_path is not None and not is_watched():
         return Watcher(config.watch_path).run()
     from arq_supervise.arbiter import Arbiter
 
-    return Arbiter(config, settings).run()
+    load = functools.partial(load_settings, config.settings_path, overrides=overrides)
+    return Arbiter(config, settings, load=load).run()
 
 
 def run_check(status_file: Path, verbose: bool = False, live_only: bool = False) -> int:

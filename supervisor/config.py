@@ -111,6 +111,8 @@ class SupervisorConfig:
     status_file: Path | None = None
     pid_file: Path | None = None
     metrics_port: int | None = None
+    #: the address /metrics listens on; loopback unless a scraper elsewhere needs it
+    metrics_host: str = '127.0.0.1'
     watch_path: Path | None = None
     log_format: LogFormat = 'text'
     verbose: bool = False

@@ -200,7 +200,7 @@ class MetricsServer:
         metrics: Callable[[], bytes],
         live: Callable[[], bool],
         ready: Callable[[], bool],
-        host: str = '0.0.0.0',
+        host: str = '127.0.0.1',
     ) -> None:
         self.metrics, self.live, self.ready = metrics, live, ready
         self.listener = socket.create_server((host, port), reuse_port=False)

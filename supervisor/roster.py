@@ -115,14 +115,16 @@ class Roster:
             if old.slot == child.slot and old.retiring and not old.is_stopping and old is not child:
                 self.drain_child(old, old.retiring, now)
 
-    def reap(self, now: float) -> None:
-        """Collect every exited child, ours or (as PID 1) anyone's."""
+    def reap(self, now: float) -> list[tuple[int, int]]:
+        """Collect every exited child, ours or (as PID 1) anyone's; return the others' (pid, status)."""
+        strangers = []
         for pid, status in self.processes.reap():
             child = self.children.pop(pid, None)
             if child is None:
-                logger.debug('reaped a process we did not start pid=%d status=%d', pid, status)
+                strangers.append((pid, status))
                 continue
             self.on_exit(child, status, now)
+        return strangers
 
     def on_exit(self, child: Child, status: int, now: float) -> None:
         for message in child.receive():  # the last claims, settles and counters

@@ -38,6 +38,7 @@ def test_metrics_sum_jobs_over_children_and_survive_a_child_crash(supervisor: Su
     port = free_port()
     supervisor.start('--procs', '2', '--metrics-port', str(port), settings=supervisor.write_settings())
     pids = supervisor.wait_ready(2)
+    assert 'serving metrics host=127.0.0.1' in supervisor.log()  # loopback unless --metrics-host says otherwise
     for i in range(6):
         supervisor.enqueue('quick', f'm{i}')
     wait_until(lambda: len(supervisor.events('finished')) == 6, message='6 jobs finished')

@@ -28,6 +28,22 @@ async def noop(ctx: dict[str, object]) -> None:
     return None
 
 
+class FakeCheck:
+    """The short-lived process that tries new settings on HUP; the test decides how it exits."""
+
+    def __init__(self, pid: int, deadline: float, problem: str | None) -> None:
+        self.pid = pid
+        self.deadline = deadline
+        self.problem = problem
+        self.killed = False
+
+    def verdict(self, status: int) -> str | None:
+        return self.problem
+
+    def kill(self) -> None:
+        self.killed = True
+
+
 class Harness:
     def __init__(self, tmp_path: Path, **options: object) -> None:
         self.clock = FakeClock()
@@ -37,8 +53,19 @@ class Harness:
             'tests.app.WorkerSettings', {'functions': [noop], 'queue_name': 'q', 'redis_settings': dead}
         )
         config = SupervisorConfig(settings_path=settings.path, status_file=tmp_path / 'status.json', **options)  # type: ignore[arg-type]
-        self.arbiter = Arbiter(config, settings, clock=self.clock, processes=self.os,
-                               redis=BoundedRedisLink(dead))  # fmt: skip
+        self.check_problem: str | None = None
+        self.checks: list[FakeCheck] = []
+        self.loaded = 0
+        self.arbiter = Arbiter(config, settings, clock=self.clock, processes=self.os, redis=BoundedRedisLink(dead),
+                               load=self.load, check_settings=self.check)  # type: ignore[arg-type]  # fmt: skip
+
+    def load(self) -> WorkerSettings:
+        self.loaded += 1
+        return self.arbiter.settings
+
+    def check(self, path: str, now: float, timeout_s: float) -> FakeCheck:
+        self.checks.append(FakeCheck(9000 + len(self.checks), now + timeout_s, self.check_problem))
+        return self.checks[-1]
 
     def turn(self, *signals: int, after_s: float = 0.0) -> None:
         self.clock.advance(after_s)
@@ -170,9 +197,14 @@ def test_memory_over_the_limit_replaces_and_twice_the_limit_kills(tmp_path: Path
     assert h.arbiter.children[two].stop_reason is StopReason.MEMORY_KILL
 
 
-def test_sighup_replaces_every_slot_one_at_a_time(h: Harness) -> None:
+def test_sighup_replaces_every_slot_one_at_a_time_once_the_new_settings_load(h: Harness) -> None:
     one, two = h.ready_all()
     h.turn(signal.SIGHUP)
+    [check] = h.checks
+    assert h.arbiter.children[one].retiring is None and h.loaded == 0  # nothing happens before the check passed
+    h.os.exited.append((check.pid, 0))
+    h.turn()
+    assert h.loaded == 1
     assert h.arbiter.children[one].retiring is StopReason.RELOAD
     assert h.arbiter.children[two].retiring is None
     [new_one] = [c.pid for c in h.children() if c.pid not in (one, two)]
@@ -248,3 +280,25 @@ def test_a_heartbeat_replaces_held_ids_and_counters(h: Harness) -> None:
     child = h.arbiter.children[one]
     assert child.held == {'b'} and child.counters == Counters(complete=4, ongoing=1) and child.redis_error == 'down'
     assert h.arbiter.totals().complete == 4
+
+
+def test_sighup_with_settings_that_do_not_load_keeps_the_children(h: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    h.ready_all()
+    h.check_problem = 'SyntaxError: invalid syntax (app.py, line 3)'
+    h.turn(signal.SIGHUP)
+    h.turn(signal.SIGHUP)  # a second HUP while the first is being checked changes nothing
+    [check] = h.checks
+    h.os.exited.append((check.pid, 4 << 8))
+    h.turn()
+    assert h.loaded == 0 and not h.arbiter.reloading
+    assert all(c.retiring is None and not c.is_stopping for c in h.children())
+    assert 'reload refused, the current children keep running: SyntaxError' in caplog.text
+
+
+def test_a_settings_check_that_hangs_is_killed_at_the_boot_timeout(h: Harness) -> None:
+    h.ready_all()
+    h.turn(signal.SIGHUP)
+    h.turn(after_s=59)
+    assert not h.checks[0].killed
+    h.turn(after_s=2)
+    assert h.checks[0].killed
