@@ -46,20 +46,24 @@ def test_supervisord_installs_beside_us_and_both_run(tmp_path: Path) -> None:
     venv.create(env_dir, with_pip=True)
     python = str(env_dir / 'bin' / 'python')
     quiet = ['-q', '--disable-pip-version-check']
+    # that environment alone: a PYTHONPATH of the test run (a checkout, with its supervisor/ directory) must not leak
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
     for step in (['install', *quiet, str(ROOT)], ['install', *quiet, 'supervisor']):
-        done = subprocess.run([python, '-m', 'pip', *step], capture_output=True, text=True, timeout=240)
+        done = subprocess.run([python, '-m', 'pip', *step], capture_output=True, text=True, timeout=240, env=env)
         if done.returncode != 0 and 'supervisor' in step and 'No matching distribution' in done.stderr:
             pytest.skip('supervisor (supervisord) is not available from the package index here')
         assert done.returncode == 0, done.stderr[-2000:]
     bin_dir = env_dir / 'bin'
-    ours = subprocess.run([str(bin_dir / 'arq-supervise'), '--help'], capture_output=True, text=True, cwd=tmp_path)
+    ours = subprocess.run([str(bin_dir / 'arq-supervise'), '--help'], capture_output=True, text=True, cwd=tmp_path,
+                          env=env)  # fmt: skip
     assert ours.returncode == 0, ours.stderr
-    theirs = subprocess.run([str(bin_dir / 'supervisord'), '--version'], capture_output=True, text=True, cwd=tmp_path)
+    theirs = subprocess.run([str(bin_dir / 'supervisord'), '--version'], capture_output=True, text=True, cwd=tmp_path,
+                            env=env)  # fmt: skip
     assert theirs.returncode == 0, theirs.stderr
     both = subprocess.run(
         [python, '-c', 'import supervisor.options, arq_supervise.cli, arq.worker; print("ok")'],
-        capture_output=True, text=True, cwd=tmp_path,
+        capture_output=True, text=True, cwd=tmp_path, env=env,
     )  # fmt: skip
     assert both.stdout.strip() == 'ok', both.stderr
-    check = subprocess.run([python, '-m', 'pip', 'check'], capture_output=True, text=True)
+    check = subprocess.run([python, '-m', 'pip', 'check'], capture_output=True, text=True, env=env)
     assert check.returncode == 0, check.stdout
