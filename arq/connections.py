@@ -13,7 +13,6 @@ from uuid import uuid4
 
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import RedisError
 
 from . import scripts
@@ -26,6 +25,7 @@ from .constants import (
     result_key_prefix,
 )
 from .jobs import Deserializer, Job, JobDef, JobResult, Serializer, deserialize_job, deserialize_result, serialize_job
+from .sentinel import master_for
 from .utils import timestamp_ms, to_ms, to_unix_ms
 
 logger = logging.getLogger('arq.connections')
@@ -63,6 +63,8 @@ class RedisSettings:
 
     sentinel: bool = False
     sentinel_master: str = 'mymaster'
+    #: how to reach the sentinels themselves (password, TLS, timeouts); by default the socket options used for Redis
+    sentinel_kwargs: dict[str, Any] | None = None
 
     retry_on_timeout: bool = False
     retry_on_error: list[type[Exception]] | None = None
@@ -92,7 +94,8 @@ class RedisSettings:
         )
 
     def __repr__(self) -> str:
-        fields = ', '.join(f'{k}={"***" if k == "password" and v else v!r}' for k, v in self.__dict__.items())
+        hidden = ('password', 'sentinel_kwargs')
+        fields = ', '.join(f'{k}={"***" if k in hidden and v else v!r}' for k, v in self.__dict__.items())
         return f'RedisSettings({fields})'
 
     def describe(self) -> str:
@@ -271,12 +274,13 @@ def _pool_factory(settings: RedisSettings) -> Callable[..., ArqRedis]:
     if settings.sentinel:
         if isinstance(settings.host, str):
             raise RuntimeError("str provided for 'host' but 'sentinel' is true; list of sentinels expected")
+        hosts = settings.host
 
         def sentinel_factory(**kwargs: Any) -> ArqRedis:
-            client = Sentinel(  # type: ignore[no-untyped-call]
-                settings.host, socket_connect_timeout=settings.conn_timeout, **common, **kwargs
-            )
-            return cast(ArqRedis, client.master_for(settings.sentinel_master, redis_class=ArqRedis))
+            # a pool that follows the sentinels' failover announcements (arq/sentinel.py)
+            client = master_for(hosts, settings.sentinel_master, settings.sentinel_kwargs, ArqRedis,
+                                socket_connect_timeout=settings.conn_timeout, **common, **kwargs)  # fmt: skip
+            return cast(ArqRedis, client)
 
         return sentinel_factory
 

@@ -21,6 +21,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from arq import contract, scripts
+from arq.sentinel import SyncFollowingSentinelPool
 from arq_supervise.settings import WorkerSettings
 
 logger = logging.getLogger('arq_supervise.release')
@@ -62,9 +63,14 @@ def sync_client(redis_settings: Any) -> redis.Redis:
                'ssl_cert_reqs': get('ssl_cert_reqs', 'required'), 'ssl_ca_certs': get('ssl_ca_certs'),
                'ssl_ca_data': get('ssl_ca_data'), 'ssl_check_hostname': get('ssl_check_hostname', False)}  # fmt: skip
     if get('sentinel'):
-        sentinel = redis.sentinel.Sentinel(get('host'), socket_timeout=SOCKET_TIMEOUT_S, **ssl)  # type: ignore[no-untyped-call]
+        sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+            get('host'), sentinel_kwargs=get('sentinel_kwargs'), socket_timeout=SOCKET_TIMEOUT_S, **ssl
+        )
         master = get('sentinel_master', 'mymaster')
-        client: redis.Redis = sentinel.master_for(master, **common, **ssl)  # type: ignore[no-untyped-call]
+        # a pool that follows the sentinels' failover announcements at each checkout (arq/sentinel.py)
+        client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+            master, connection_pool_class=SyncFollowingSentinelPool, **common, **ssl
+        )
         return client
     if get('unix_socket_path'):
         return redis.Redis(unix_socket_path=get('unix_socket_path'), **common)
