@@ -212,6 +212,23 @@ end
 return out
 """
 
+# Renew other workers' leases: a supervisor keeps its children's jobs leased while the children live, so a child's
+# stalled event loop cannot let a lease lapse, and the lease can be short (a lost host's jobs come back soon).
+# ARGV: lease ms, in-progress prefix, then pairs of job id and the prefix of its holder's tokens (`<worker id>:`).
+# Only a lease still held by that worker is renewed. Returns how many were.
+RENEW_FOR = """
+local renewed = 0
+for i = 3, #ARGV, 2 do
+  local key, owner = ARGV[2] .. ARGV[i], ARGV[i + 1]
+  local holder = redis.call('GET', key)
+  if holder and string.sub(holder, 1, #owner) == owner then
+    redis.call('PEXPIRE', key, ARGV[1])
+    renewed = renewed + 1
+  end
+end
+return renewed
+"""
+
 # Give a dead worker's jobs back at once (the supervisor runs this when a child dies). A job is released only while
 # it is queued and its in-progress key holds a token of the dead worker (`<worker id>:`): once its lease lapsed the
 # key may be another worker's. Counting the death (when there is evidence against the job) may make it poison; the

@@ -20,6 +20,7 @@ from arq_supervise.config import SupervisorConfig
 from arq_supervise.exits import ExitCode
 from arq_supervise.health import Counters, HealthPublisher
 from arq_supervise.latency import LoopLatency
+from arq_supervise.leases import LeaseKeeper
 from arq_supervise.metrics import MetricsServer
 from arq_supervise.metrics import render as render_metrics
 from arq_supervise.notify import sd_notify
@@ -99,6 +100,7 @@ class Arbiter:
         self.signals = SignalQueue()
         self.redis = redis or BoundedRedisLink(settings.redis_settings)
         self.releases = ReleaseQueue(JobReleaser(self.redis, settings), retry_for_s=config.effective_lease_s / 2)
+        self.leases = LeaseKeeper(self.redis, config.effective_lease_s)
         self.pid = os.getpid()
         self.host = socket.gethostname()
         self.job_completion_wait_s = (
@@ -334,6 +336,7 @@ class Arbiter:
         return self.fleet.totals()
 
     def publish(self, now: float) -> None:
+        self.leases.renew(self.children.values(), now)
         if self.reporter.status_due(now):
             self.roster.measure_memory()
             self.reporter.write_status(self.snapshot(now))

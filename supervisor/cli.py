@@ -62,6 +62,9 @@ e.g. ARQ_SUPERVISE_PROCS=4 or ARQ_SUPERVISE_MAX_JOBS_PER_CHILD=1000.
               help='Replace a child whose unique memory (USS) exceeds this many MiB.')  # fmt: skip
 @click.option('--heartbeat-timeout', type=click.FloatRange(min=0, min_open=True), default=10.0,
               help='Seconds without a heartbeat (event loop blocked) before a child is dumped and killed.')  # fmt: skip
+@click.option('--lease', 'lease_s', type=click.FloatRange(min=3),
+              help="Seconds a job's in-progress lease lasts unrenewed: a lost host's jobs run elsewhere this soon.  "
+                   '[default: 6]')  # fmt: skip
 @click.option('--boot-timeout', type=click.FloatRange(min=0, min_open=True), default=60.0,
               help='Seconds a child may take to become ready.')  # fmt: skip
 @click.option('--health-interval', type=click.FloatRange(min=0, min_open=True), default=5.0,

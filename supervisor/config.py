@@ -9,9 +9,11 @@ from typing import Literal
 
 LogFormat = Literal['text', 'json']
 
-# the lease refresh happens every lease/3 seconds, so a loop stall longer than 2/3 of the lease can let the lease lapse
-LEASE_REFRESH_FRACTION = 1 / 3
-DEFAULT_LEASE_S = 12.0
+#: the children's lease under arq-supervise: the parent renews it every second while a child lives (leases.py), so it
+#: need not outlive a child's stall, only a few missed renewals; a host lost whole gives its jobs back this soon
+SUPERVISED_LEASE_S = 6.0
+#: at least three of the parent's renewals per lease
+MIN_LEASE_S = 3.0
 
 
 class ConfigError(ValueError):
@@ -60,17 +62,6 @@ def _cgroup_cpu_quota(path: Path | None = None) -> float | None:
         return None
 
 
-def stall_budget_s(heartbeat_timeout_s: float, heartbeat_interval_s: float, tick_s: float, dump_wait_s: float) -> float:
-    """Longest a blocked child can keep its jobs' leases before the parent has killed it."""
-    return heartbeat_timeout_s + heartbeat_interval_s + tick_s + dump_wait_s
-
-
-def lease_for(heartbeat_timeout_s: float, heartbeat_interval_s: float, tick_s: float, dump_wait_s: float) -> float:
-    """The smallest lease (at least the worker's default) that outlives a stall the parent tolerates."""
-    budget = stall_budget_s(heartbeat_timeout_s, heartbeat_interval_s, tick_s, dump_wait_s)
-    return max(DEFAULT_LEASE_S, round(budget / (1 - LEASE_REFRESH_FRACTION) + 1.0, 1))
-
-
 @dataclass(frozen=True)
 class SupervisorConfig:
     """Everything the arbiter needs besides the worker settings class, which stays arq's.
@@ -91,7 +82,7 @@ class SupervisorConfig:
     heartbeat_interval_s: float = 1.0
     heartbeat_timeout_s: float = 10.0
     boot_timeout_s: float = 60.0
-    #: the lease the workers keep on their in-progress keys; None derives it from the heartbeat timeout
+    #: the lease the workers keep on their in-progress keys (the parent renews it too); None is SUPERVISED_LEASE_S
     lease_s: float | None = None
     #: job_completion_wait for children drained to be replaced (recycle, reload, scale-down), if larger
     replace_wait_s: float = 30.0
@@ -136,16 +127,10 @@ class SupervisorConfig:
             raise ConfigError('--heartbeat-timeout must exceed two heartbeat intervals')
         if self.max_boot_failures < 1:
             raise ConfigError('max_boot_failures must be at least 1')
-        budget = stall_budget_s(self.heartbeat_timeout_s, self.heartbeat_interval_s, self.tick_s, self.dump_wait_s)
-        if self.effective_lease_s * (1 - LEASE_REFRESH_FRACTION) <= budget:
-            # a hung child keeps its jobs' leases until we kill it; if a lease lapses first, the job runs twice
-            raise ConfigError(
-                f'lease {self.effective_lease_s}s is too short for a heartbeat timeout of {self.heartbeat_timeout_s}s: '
-                f'a blocked child may hold its jobs for up to {budget:.1f}s, which must stay below 2/3 of the lease'
-            )
+        if self.effective_lease_s < MIN_LEASE_S:
+            # the parent renews its children's leases every second: a shorter lease could lapse between two renewals
+            raise ConfigError(f'the lease must be at least {MIN_LEASE_S:g}s, not {self.effective_lease_s:g}s')
 
     @property
     def effective_lease_s(self) -> float:
-        if self.lease_s is not None:
-            return self.lease_s
-        return lease_for(self.heartbeat_timeout_s, self.heartbeat_interval_s, self.tick_s, self.dump_wait_s)
+        return self.lease_s if self.lease_s is not None else SUPERVISED_LEASE_S
