@@ -122,6 +122,8 @@ return out
 #   tombstone ms: '0' deletes the in-progress key, otherwise it is kept that long (cron jobs).
 #   result payload: '' stores no result. result px: '0' keeps the result forever (arq sent the invalid `PX 0`).
 # Returns the ids whose lease was lost (their settlement was dropped).
+# Under maxmemory (noeviction) the script still runs: its first write is a DEL, which Redis allows, and a script
+# that began writing may finish; so running jobs record their outcome while a full Redis refuses new claims.
 SETTLE = """
 local queue = KEYS[1]
 local job_p, ip_p, retry_p, result_p, abort_key, done_p = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
@@ -147,8 +149,13 @@ local lost = {}
 for i = 12, #ARGV, 7 do
   local id, op, token, tomb = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local payload, px, incr = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
-  if redis.call('GET', ip_p .. id) ~= token then
-    lost[#lost + 1] = id
+  local holder = redis.call('GET', ip_p .. id)
+  if holder ~= token then
+    -- another worker holds it, or nobody does and it waits to run again: our outcome is dropped. Neither held nor
+    -- queued: it is settled already (this is a settle sent again after its reply was lost)
+    if holder or redis.call('ZSCORE', queue, id) then
+      lost[#lost + 1] = id
+    end
   elseif op == 's' or op == 'f' then
     if tomb == '0' then
       redis.call('DEL', ip_p .. id, job_p .. id, retry_p .. id, deaths_p .. id)

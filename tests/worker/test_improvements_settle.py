@@ -95,3 +95,23 @@ async def test_a_burst_run_leaves_only_arqs_keys(
     keys = {k.decode() for k in sync_redis.scan_iter(count=1000)}
     assert keys, 'results are kept'
     assert all(k.startswith('arq:result:') for k in keys), sorted(keys)[:10]
+
+
+async def test_a_settle_sent_again_after_a_lost_reply_is_not_reported_as_a_lost_lease(
+    arq_redis: ArqRedis, sync_redis: redis.Redis, queue_name: str
+) -> None:
+    from arq import contract, scripts
+
+    sync_redis.set('arq:in-progress:j', 'w:1')
+    sync_redis.set('arq:job:j', b'payload')
+    sync_redis.zadd(queue_name, {'j': 1})
+    done = contract.Settlement('j', contract.SUCCESS, 'w:1', result=b'r', result_px=60_000)
+    keys, args = contract.settle_args(queue_name, [done], now_ms=2)
+    settle = arq_redis.register_script(scripts.SETTLE)
+    assert contract.parse_lost(await settle(keys=keys, args=args)) == []
+    assert contract.parse_lost(await settle(keys=keys, args=args)) == [], 'applied already: not a lost lease'
+    assert sync_redis.get('arq:result:j') == b'r'
+    sync_redis.set('arq:in-progress:k', 'other:1')
+    sync_redis.zadd(queue_name, {'k': 1})
+    keys, args = contract.settle_args(queue_name, [contract.Settlement('k', contract.FAILURE, 'w:1')], now_ms=2)
+    assert contract.parse_lost(await settle(keys=keys, args=args)) == ['k']
