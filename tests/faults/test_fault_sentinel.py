@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +29,17 @@ FLOW_AGAIN_S = 5.0
 
 
 @pytest.fixture
-def sentinel_bed(tmp_path: Path) -> Iterator[SentinelBed]:
-    bed = SentinelBed(tmp_path / 'bed')
-    try:
-        yield bed.start()
-    finally:
+def sentinel_beds(tmp_path: Path) -> Iterator[Callable[..., SentinelBed]]:
+    """`sentinel_beds(*node_config)` starts a bed (config lines for both data nodes); teardown stops every process."""
+    made: list[SentinelBed] = []
+
+    def make(*node_config: str) -> SentinelBed:
+        bed = SentinelBed(tmp_path / f'bed-{len(made)}', node_config=node_config)
+        made.append(bed)
+        return bed.start()
+
+    yield make
+    for bed in made:
         bed.stop()
 
 
@@ -96,11 +102,11 @@ def _finish(fleet: Fleet, pids: list[int], load: Load, bed: SentinelBed, promote
 @pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_sentinel_failover_under_load_loses_nothing_acknowledged(
-    fleets: FleetFactory, sentinel_bed: SentinelBed
+    fleets: FleetFactory, sentinel_beds: Callable[..., SentinelBed]
 ) -> None:
     """`SENTINEL FAILOVER` under 200 jobs/s: every process fences the old master on `+try-failover` and follows
     `+switch-master`, so nothing acknowledged is lost, no worker dies and jobs run again within 5 s."""
-    bed = sentinel_bed
+    bed = sentinel_beds()
     fleet, pids, load = _start(fleets, bed)
     old, new = bed.nodes[0].port, bed.nodes[1].port
     failover_at = time.time()
@@ -126,12 +132,12 @@ def test_sentinel_failover_under_load_loses_nothing_acknowledged(
 @pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_sentinel_master_sigkill_under_load_measures_what_is_lost(
-    fleets: FleetFactory, sentinel_bed: SentinelBed
+    fleets: FleetFactory, sentinel_beds: Callable[..., SentinelBed]
 ) -> None:
     """SIGKILL of the master under 200 jobs/s: the sentinels promote the replica after `down-after-milliseconds`
     (1 s here); enqueues fail meanwhile (none of those ran), the workers carry on. Whatever the master acknowledged
     but had not replicated when it died is lost: measured and reported (on loopback, nothing so far)."""
-    bed = sentinel_bed
+    bed = sentinel_beds()
     fleet, pids, load = _start(fleets, bed)
     old, new = bed.nodes[0].port, bed.nodes[1].port
     killed_at = time.time()
@@ -150,3 +156,29 @@ def test_sentinel_master_sigkill_under_load_measures_what_is_lost(
     assert not result.failed, result.failed
     assert figures['first_run_after_promotion_s'] is not None
     assert figures['first_run_after_promotion_s'] <= FLOW_AGAIN_S
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_sentinel_failover_with_min_replicas_to_write_costs_a_stall(
+    fleets: FleetFactory, sentinel_beds: Callable[..., SentinelBed]
+) -> None:
+    """The README's belt and braces: `min-replicas-to-write 1` on both nodes. With one replica, the promoted master
+    has none until the sentinels convert the old one (~10 s): writes are refused until then. Measured: the stall,
+    the refused enqueues, and that nothing acknowledged is lost. Jobs whose outcome Redis refused for that long run
+    again (their leases lapse): counted, not forbidden."""
+    bed = sentinel_beds('min-replicas-to-write 1', 'min-replicas-max-lag 10')
+    fleet, pids, load = _start(fleets, bed)
+    new = bed.nodes[1].port
+    failover_at = time.time()
+    bed.failover()
+    promoted_at = _promoted(bed, new, timeout=10)
+    figures = _finish(fleet, pids, load, bed, promoted_at)
+    result = figures.pop('result')
+    report(
+        'sentinel_failover_min_replicas',
+        rate=RATE, job_s=JOB_S, promotion_after_failover_s=round(promoted_at - failover_at, 2), **figures,
+        **result.figures(),
+    )  # fmt: skip
+    assert not result.lost and not result.leaked_in_progress and not result.failed
+    assert figures['results_without_run_record'] == 0
