@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -48,7 +49,12 @@ def test_supervisord_installs_beside_us_and_both_run(tmp_path: Path) -> None:
     quiet = ['-q', '--disable-pip-version-check']
     # that environment alone: a PYTHONPATH of the test run (a checkout, with its supervisor/ directory) must not leak
     env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
-    for step in (['install', *quiet, str(ROOT)], ['install', *quiet, 'supervisor']):
+    source = tmp_path / 'source'  # a copy: pip builds in the source tree, and the checkout must stay clean
+    for name in ('arq', 'supervisor'):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns('__pycache__', 'screenshots'))
+    for name in ('pyproject.toml', 'README.md'):
+        shutil.copy2(ROOT / name, source / name)
+    for step in (['install', *quiet, str(source)], ['install', *quiet, 'supervisor']):
         done = subprocess.run([python, '-m', 'pip', *step], capture_output=True, text=True, timeout=240, env=env)
         if done.returncode != 0 and 'supervisor' in step and 'No matching distribution' in done.stderr:
             pytest.skip('supervisor (supervisord) is not available from the package index here')
