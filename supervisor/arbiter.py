@@ -148,7 +148,12 @@ class Arbiter:
             self.exit_code = ExitCode.UNEXPECTED
         finally:
             self.finish()
-        logger.info('supervisor stopped pid=%d exit_code=%d', self.pid, self.exit_code)
+        if self.exit_code is ExitCode.BOOT_ERROR:  # the reason goes on the last line, where people look
+            logger.error('supervisor stopped pid=%d exit_code=%d: children failed to boot %d times in a row, '
+                         'last error: %s', self.pid, self.exit_code, self.roster.boot_failures,
+                         self.roster.halt_reason)  # fmt: skip
+        else:
+            logger.info('supervisor stopped pid=%d exit_code=%d', self.pid, self.exit_code)
         return int(self.exit_code)
 
     def loop(self) -> None:

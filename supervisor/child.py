@@ -54,6 +54,8 @@ class ChildSpec:
     blame_region: mmap.mmap | None = None
     #: --max-jobs-per-child: claim no more jobs than this, then wait to be drained
     job_limit: int | None = None
+    #: log the traceback of a boot failure (the parent asks for it once per run of failures, so one is logged)
+    log_boot_traceback: bool = True
 
 
 def run_child(spec: ChildSpec, sock: socket.socket) -> NoReturn:
@@ -208,7 +210,7 @@ class ChildRunner:
     def _boot_failed(self, link: ParentLink, error: BaseException) -> int:
         line = f'{type(error).__name__}: {error}'.splitlines()[0][:300] if str(error) else type(error).__name__
         logger.error('worker failed to boot slot=%d pid=%d error="%s"', self.spec.slot, os.getpid(), line,
-                     exc_info=error)  # fmt: skip
+                     exc_info=error if self.spec.log_boot_traceback else None)  # fmt: skip
         link.send(protocol.BootError(line))
         return ExitCode.BOOT_ERROR
 

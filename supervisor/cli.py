@@ -23,6 +23,8 @@ from arq_supervise.exits import EXIT_CODE_HELP, ExitCode
 from arq_supervise.settings import SettingsError, WorkerSettings, load_settings
 from arq_supervise.watch import Watcher, is_watched
 
+ENV_PREFIX = 'ARQ_SUPERVISE'
+
 HELP = """Run N arq workers for SETTINGS (e.g. app.worker.WorkerSettings) under one supervising process.
 
 \b
@@ -38,48 +40,62 @@ e.g. ARQ_SUPERVISE_PROCS=4 or ARQ_SUPERVISE_MAX_JOBS_PER_CHILD=1000.
 """
 
 
+class EnvAwareOption(click.Option):
+    """An option whose bad value, when it came from ARQ_SUPERVISE_<OPTION>, is reported under the variable's name."""
+
+    def handle_parse_result(self, ctx: click.Context, opts: Any, args: list[str]) -> tuple[Any, list[str]]:
+        try:
+            return super().handle_parse_result(ctx, opts, args)
+        except click.BadParameter as e:
+            if self.name and ctx.get_parameter_source(self.name) is click.core.ParameterSource.ENVIRONMENT:
+                e.param_hint = f'{self.envvar or f"{ENV_PREFIX}_{self.name.upper()}"} (in the environment)'
+            raise
+
+
+option = functools.partial(click.option, cls=EnvAwareOption)
+
+
 @click.command(
     help=HELP,
     epilog=EXIT_CODE_HELP,
-    context_settings={'auto_envvar_prefix': 'ARQ_SUPERVISE', 'show_default': True},
+    context_settings={'auto_envvar_prefix': ENV_PREFIX, 'show_default': True},
 )
 @click.argument('settings_path', metavar='SETTINGS', envvar='ARQ_SUPERVISE_SETTINGS', required=False)
-@click.option('--procs', type=click.IntRange(min=1), help='Worker processes.  [default: CPUs available]')
-@click.option('--burst', is_flag=True, help='Children exit when the queue is empty; then the supervisor exits.')
-@click.option('--fail-on-job-failure', is_flag=True, help='With --burst: exit 1 if any job failed.')
-@click.option('--check', is_flag=True, help='Exit 0 if the supervisor for SETTINGS is alive and all children ready.')
-@click.option('--status', is_flag=True, help='Print the state of every child, then exit as --check does.')
-@click.option('--live', is_flag=True,
-              help='With --check: only ask whether the supervisor itself is alive (a liveness probe), not that '
-                   'every child is ready.')  # fmt: skip
-@click.option('--watch', 'watch_path', type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help='Restart when a .py file under this directory changes (development).')  # fmt: skip
-@click.option('--job-completion-wait', type=click.FloatRange(min=0), help='Seconds; overrides the settings.')
-@click.option(
-    '--max-jobs-per-child', type=click.IntRange(min=1), help='Replace a child after this many jobs (+10% jitter).'
-)
-@click.option('--max-memory-per-child', type=click.FloatRange(min=0, min_open=True),
-              help='Replace a child whose unique memory (USS) exceeds this many MiB.')  # fmt: skip
-@click.option('--heartbeat-timeout', type=click.FloatRange(min=0, min_open=True), default=10.0,
-              help='Seconds without a heartbeat (event loop blocked) before a child is dumped and killed.')  # fmt: skip
-@click.option('--lease', 'lease_s', type=click.FloatRange(min=3),
-              help="Seconds a job's in-progress lease lasts unrenewed: a lost host's jobs run elsewhere this soon.  "
-                   '[default: 6]')  # fmt: skip
-@click.option('--boot-timeout', type=click.FloatRange(min=0, min_open=True), default=60.0,
-              help='Seconds a child may take to become ready.')  # fmt: skip
-@click.option('--health-interval', type=click.FloatRange(min=0, min_open=True), default=5.0,
-              help='Seconds between writes of the health keys in Redis.')  # fmt: skip
-@click.option('--status-file', type=click.Path(dir_okay=False, path_type=Path),
-              help='JSON status, replaced every second.  [default: named after the queue, in /tmp]')  # fmt: skip
-@click.option('--pid-file', type=click.Path(dir_okay=False, path_type=Path), help='Write the supervisor pid here.')
-@click.option('--redis-url', metavar='URL',
-              help="redis://, rediss:// or unix:// URL; replaces the settings' redis_settings.")  # fmt: skip
-@click.option('--metrics-port', type=click.IntRange(min=0, max=65535),
-              help='Serve Prometheus /metrics, /livez and /readyz on this port.  [default: off]')  # fmt: skip
-@click.option('--metrics-host', default='127.0.0.1',
-              help='Address for --metrics-port; 0.0.0.0 for a scraper on another host or pod.')  # fmt: skip
-@click.option('-v', '--verbose', is_flag=True, help='Debug logging.')
-@click.option('--log-format', type=click.Choice(['text', 'json']), default='text')
+@option('--procs', type=click.IntRange(min=1), help='Worker processes.  [default: CPUs available]')
+@option('--burst', is_flag=True, help='Children exit when the queue is empty; then the supervisor exits.')
+@option('--fail-on-job-failure', is_flag=True, help='With --burst: exit 1 if any job failed.')
+@option('--check', is_flag=True, help='Exit 0 if the supervisor for SETTINGS is alive and all children ready.')
+@option('--status', is_flag=True, help='Print the state of every child, then exit as --check does.')
+@option('--live', is_flag=True,
+        help='With --check: only ask whether the supervisor itself is alive (a liveness probe), not that '
+             'every child is ready.')  # fmt: skip
+@option('--watch', 'watch_path', envvar=f'{ENV_PREFIX}_WATCH',
+        type=click.Path(exists=True, file_okay=False, path_type=Path),
+        help='Restart when a .py file under this directory changes (development).')  # fmt: skip
+@option('--job-completion-wait', type=click.FloatRange(min=0), help='Seconds; overrides the settings.')
+@option('--max-jobs-per-child', type=click.IntRange(min=1), help='Replace a child after this many jobs (+10% jitter).')
+@option('--max-memory-per-child', type=click.FloatRange(min=0, min_open=True),
+        help='Replace a child whose unique memory (USS) exceeds this many MiB.')  # fmt: skip
+@option('--heartbeat-timeout', type=click.FloatRange(min=0, min_open=True), default=10.0,
+        help='Seconds without a heartbeat (event loop blocked) before a child is dumped and killed.')  # fmt: skip
+@option('--lease', 'lease_s', envvar=f'{ENV_PREFIX}_LEASE', type=click.FloatRange(min=3),
+        help="Seconds a job's in-progress lease lasts unrenewed: a lost host's jobs run elsewhere this soon.  "
+             '[default: 6]')  # fmt: skip
+@option('--boot-timeout', type=click.FloatRange(min=0, min_open=True), default=60.0,
+        help='Seconds a child may take to become ready.')  # fmt: skip
+@option('--health-interval', type=click.FloatRange(min=0, min_open=True), default=5.0,
+        help='Seconds between writes of the health keys in Redis.')  # fmt: skip
+@option('--status-file', type=click.Path(dir_okay=False, path_type=Path),
+        help='JSON status, replaced every second.  [default: named after the queue, in /tmp]')  # fmt: skip
+@option('--pid-file', type=click.Path(dir_okay=False, path_type=Path), help='Write the supervisor pid here.')
+@option('--redis-url', metavar='URL',
+        help="redis://, rediss:// or unix:// URL; replaces the settings' redis_settings.")  # fmt: skip
+@option('--metrics-port', type=click.IntRange(min=0, max=65535),
+        help='Serve Prometheus /metrics, /livez and /readyz on this port.  [default: off]')  # fmt: skip
+@option('--metrics-host', default='127.0.0.1',
+        help='Address for --metrics-port; 0.0.0.0 for a scraper on another host or pod.')  # fmt: skip
+@option('-v', '--verbose', is_flag=True, help='Debug logging.')
+@option('--log-format', type=click.Choice(['text', 'json']), default='text')
 def cli(settings_path: str | None, check: bool, status: bool, live: bool, redis_url: str | None,
         job_completion_wait: float | None,
         max_memory_per_child: float | None, heartbeat_timeout: float, boot_timeout: float, health_interval: float,

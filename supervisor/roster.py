@@ -66,6 +66,8 @@ class Roster:
         #: set when boot failures in a row reached the limit: the last one's reason
         self.halt_reason: str | None = None
         self.burst_done: set[int] = set()
+        #: a boot failure's traceback has been asked of a child since the last successful boot (one is enough)
+        self.boot_traceback_asked = False
 
     # --- messages and exits ---
 
@@ -110,6 +112,7 @@ class Roster:
     def on_ready(self, child: Child, now: float) -> None:
         child.mark_ready(now)
         self.boot_failures = 0
+        self.boot_traceback_asked = False
         logger.info('child ready slot=%d pid=%d boot_s=%.2f', child.slot, child.pid, now - child.started_at)
         for old in list(self.children.values()):
             if old.slot == child.slot and old.retiring and not old.is_stopping and old is not child:
@@ -135,7 +138,8 @@ class Roster:
         log = logger.warning if crashed else logger.info
         log('child exited slot=%d pid=%d status="%s" jobs_held=%d ran_s=%.1f', child.slot, child.pid, info,
             len(child.held), now - child.started_at)  # fmt: skip
-        if not info.is_clean:  # even holding nothing we knew of: it may have died between a claim and its report
+        # even holding nothing we knew of: it may have died between a claim and its report (never before READY)
+        if not info.is_clean and (child.ready_at is not None or child.held):
             self.release_held(child, info, crashed, now)
         child.mark_exited()
         self.fleet.record_exit(child, info, crashed, now, self.backoff)
@@ -257,7 +261,9 @@ class Roster:
             lease_s=self.config.effective_lease_s,
             worker_overrides=self.worker_overrides(),
             blame_region=region,
+            log_boot_traceback=self.config.verbose or not self.boot_traceback_asked,
         )
+        self.boot_traceback_asked = True
         oom_kills = self.processes.oom_kills()
         pid, channel = self.processes.spawn(slot, now, functools.partial(run_child, spec), self.close_in_child)
         child = Child(slot=slot, pid=pid, channel=channel, started_at=now, oom_kills_at_start=oom_kills,

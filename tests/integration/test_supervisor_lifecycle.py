@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
 
 import psutil
@@ -121,9 +123,21 @@ def test_settings_without_functions_exit_4(supervisor: Supervisor) -> None:
 def test_usage_error_exits_2(supervisor: Supervisor) -> None:
     done = supervisor.run('--procs', '0', settings=supervisor.write_settings())
     assert done.returncode == 2
+    assert "'--procs'" in done.stderr
     done = supervisor.run('--heartbeat-timeout', '1', settings=supervisor.write_settings())
     assert done.returncode == 2
     assert 'heartbeat' in done.stderr
+
+
+@pytest.mark.parametrize(('variable', 'value'), [('ARQ_SUPERVISE_PROCS', '0'), ('ARQ_SUPERVISE_LEASE', '1')])
+def test_a_bad_value_from_the_environment_is_reported_under_its_variable(
+    supervisor: Supervisor, variable: str, value: str
+) -> None:
+    command = [sys.executable, '-m', 'arq_supervise', supervisor.write_settings()]
+    done = subprocess.run(command, cwd=supervisor.tmp_path, env=supervisor.env(**{variable: value}),
+                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert done.returncode == 2
+    assert f'Invalid value for {variable} (in the environment)' in done.stderr, done.stderr
 
 
 def test_child_failing_on_startup_halts_with_exit_3(supervisor: Supervisor) -> None:
@@ -138,8 +152,12 @@ def test_child_failing_on_startup_halts_with_exit_3(supervisor: Supervisor) -> N
     supervisor.start('--procs', '2', settings=settings)
     assert supervisor.wait(timeout=20) == 3
     log = supervisor.log()
-    assert 'RuntimeError: database is not there' in log
-    assert 'failed to boot 3 times in a row' in log
+    assert log.count('Traceback (most recent call last)') == 1  # the first failure's; the others are one line each
+    assert log.count('worker failed to boot') >= 3
+    last = log.strip().splitlines()[-1]
+    assert 'exit_code=3: children failed to boot 3 times in a row' in last, last
+    assert last.endswith('last error: RuntimeError: database is not there'), last
+    assert 'could not release' not in log  # a child that never became ready held no job
 
 
 def test_burst_runs_the_queue_dry_then_exits_0(supervisor: Supervisor) -> None:
