@@ -124,7 +124,9 @@ def cli(settings_path: str | None, check: bool, status: bool, live: bool, redis_
     except ConfigError as e:
         raise click.UsageError(str(e)) from e
     # a status file that cannot be written would leave every probe failing while the workers run: refuse it now
-    _check_writable_directory(config.status_file or health.default_status_file(settings.queue_name), '--status-file')
+    status_file = config.status_file or health.default_status_file(settings.queue_name)
+    _check_writable_directory(status_file, '--status-file')
+    _check_status_file_free(status_file)
     with _pid_file(config.pid_file):
         raise SystemExit(_supervise(config, settings, _overrides(redis_url)))
 
@@ -135,6 +137,18 @@ def _check_writable_directory(path: Path, option: str) -> None:
         raise click.BadParameter(f'directory {str(directory)!r} does not exist', param_hint=option)
     if not os.access(directory, os.W_OK | os.X_OK):
         raise click.BadParameter(f'directory {str(directory)!r} is not writable', param_hint=option)
+
+
+def _check_status_file_free(path: Path) -> None:
+    """Refuse to share a status file with a running supervisor: its probes would answer for either of us."""
+    other = health.status_file_owner(path, now_wall=time.time(), own_pid=os.getpid())
+    if other is None:
+        return
+    raise click.BadParameter(
+        f'supervisor pid {other.get("pid")} (queue {other.get("queue")!r}) is running and writes {str(path)!r}: '
+        'give this one its own --status-file, or stop that one first',
+        param_hint='--status-file',
+    )
 
 
 def _overrides(redis_url: str | None) -> dict[str, Any]:

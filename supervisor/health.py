@@ -156,6 +156,24 @@ def check_status(
     return None
 
 
+def status_file_owner(path: Path, *, now_wall: float, own_pid: int, max_age_s: float = 5.0) -> dict[str, Any] | None:
+    """The document of another supervisor that is still writing `path` (alive, not stopped, fresh), else None.
+
+    Two supervisors writing one status file would make `--check` answer for whichever wrote last, so the second
+    one refuses to start. A file left by a stopped or killed supervisor (or by ourselves, PID 1 again in a restarted
+    container) is taken over.
+    """
+    try:
+        document = json.loads(path.read_text())
+        pid = int(document.get('pid', 0))
+        age = now_wall - float(document.get('updated_at', 0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+    if pid <= 0 or pid == own_pid or document.get('state') == 'stopped' or age > max_age_s or not pid_alive(pid):
+        return None
+    return dict(document)
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -166,3 +166,23 @@ def test_burst_runs_the_queue_dry_then_exits_0(supervisor: Supervisor) -> None:
     supervisor.start('--procs', '2', '--burst', settings=supervisor.write_settings())
     assert supervisor.wait(timeout=20) == 0
     assert len(supervisor.events('finished')) == 6
+
+
+def test_a_second_supervisor_refuses_a_status_file_in_use(supervisor: Supervisor) -> None:
+    """Two supervisors writing one status file would make --check answer for whichever wrote last."""
+    settings = supervisor.write_settings()
+    supervisor.start('--procs', '1', settings=settings)
+    supervisor.wait_ready(1)
+    second = supervisor.run('--procs', '1', settings=settings)  # the same --status-file
+    assert second.returncode == 2, second.stderr
+    assert f'supervisor pid {supervisor.pid}' in second.stderr
+    assert f'writes {str(supervisor.status_file)!r}' in second.stderr
+    assert 'give this one its own --status-file' in second.stderr
+    assert supervisor.status()['pid'] == supervisor.pid  # the file still speaks for the first one
+    supervisor.signal(signal.SIGTERM)
+    assert supervisor.wait(timeout=10) == 0
+    # a stopped supervisor's file is taken over
+    supervisor.log_file.close()
+    supervisor.start('--procs', '1', settings=settings)
+    wait_until(lambda: supervisor.status().get('pid') == supervisor.pid and supervisor.status().get('ready') == 1,
+               message='the next supervisor owns the status file')  # fmt: skip

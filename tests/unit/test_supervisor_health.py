@@ -76,3 +76,17 @@ def test_live_only_check_ignores_children_but_not_a_dead_or_stuck_parent() -> No
     assert health.check_status(booting, now_wall=101, max_age_s=5, pid_alive=True, live_only=True) is None
     assert health.check_status(booting, now_wall=120, max_age_s=5, pid_alive=True, live_only=True)
     assert health.check_status(booting, now_wall=101, max_age_s=5, pid_alive=False, live_only=True)
+
+
+def test_status_file_owner_is_a_live_fresh_running_other_supervisor(tmp_path: Path) -> None:
+    path = tmp_path / 'status.json'
+    assert health.status_file_owner(path, now_wall=100.0, own_pid=1) is None  # no file
+    other = os.getppid()  # alive, and not us
+    path.write_text(json.dumps({'pid': other, 'state': 'running', 'updated_at': 99.0}))
+    assert health.status_file_owner(path, now_wall=100.0, own_pid=os.getpid())['pid'] == other
+    assert health.status_file_owner(path, now_wall=100.0, own_pid=other) is None  # ourselves (PID 1 again)
+    assert health.status_file_owner(path, now_wall=200.0, own_pid=os.getpid()) is None  # stale: killed long ago
+    path.write_text(json.dumps({'pid': other, 'state': 'stopped', 'updated_at': 99.0}))
+    assert health.status_file_owner(path, now_wall=100.0, own_pid=os.getpid()) is None
+    path.write_text('{not json')
+    assert health.status_file_owner(path, now_wall=100.0, own_pid=os.getpid()) is None
