@@ -344,8 +344,9 @@ class Arbiter:
         self.leases.renew(self.children.values(), now)
         if self.reporter.status_due(now):
             self.roster.measure_memory()
+            self.reporter.rate.observe(now, self.totals().jobs_done)
             self.reporter.write_status(self.snapshot(now))
-        if self.reporter.health_due(now):
+        if self.reporter.health_due(now, self.fleet.states(now)):
             self.releases.retry(now)
             self.reporter.publish_health(now, self.snapshot(now))
         self.reporter.keep_watchdog_fed(now)

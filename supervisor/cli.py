@@ -222,8 +222,10 @@ def format_status(document: dict[str, Any]) -> str:
     lines = [
         f'supervisor pid={document.get("pid")} host={document.get("host")} queue={document.get("queue")} '
         f'state={document.get("state")} ready={document.get("ready")}/{document.get("procs")} '
-        f'complete={totals.get("complete")} failed={totals.get("failed")} retried={totals.get("retried")}',
+        f'complete={totals.get("complete")} failed={totals.get("failed")} retried={totals.get("retried")} '
+        f'jobs/s={document.get("jobs_per_s", "-")}',
         _loop_line(document.get('loop') or {}),
+        *([f'health keys not written to redis: {document["publish_error"]}'] if document.get('publish_error') else []),
         f'{"slot":>4} {"pid":>8} {"state":<12} {"ongoing":>7} {"complete":>8} {"failed":>6} {"mem MiB":>8} '
         f'{"beat s":>6} {"restarts":>8}  last exit',
     ]
@@ -268,7 +270,7 @@ def _pid_file(path: Path | None) -> Iterator[None]:
 @click.option('--redis-url', metavar='URL', envvar='ARQ_SUPERVISE_REDIS_URL',
               help="redis://, rediss:// or unix:// URL; replaces the settings' redis_settings.")  # fmt: skip
 @click.option('--interval', type=click.FloatRange(min=0.1), default=1.0, show_default=True,
-              help='Seconds between the two reads that give jobs/s (and between refreshes).')  # fmt: skip
+              help='Seconds between refreshes with --watch.')  # fmt: skip
 def status_cli(settings_path: str, watch: bool, as_json: bool, redis_url: str | None, interval: float) -> None:
     from arq_supervise.release import sync_client
     from arq_supervise.status import show

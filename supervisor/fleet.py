@@ -65,6 +65,10 @@ class Fleet:
     def statuses(self, now: float) -> list[ChildStatus]:
         return [self.child_status(c, now) for c in sorted(self.children.values(), key=lambda c: c.started_at)]
 
+    def states(self, now: float) -> tuple[tuple[int, str], ...]:
+        """Each child's pid and state as reported: a change is published at once."""
+        return tuple((c.pid, c.state) for c in self.statuses(now))
+
     def metrics_view(self, queue_depth: int | None, now: float) -> FleetView:
         stats = JobStats()
         stats.add(self.retired_stats)

@@ -67,6 +67,26 @@ def supervisor_key(queue_name: str, host: str, pid: int) -> str:
     return f'{supervisor_key_prefix}{queue_name}:{host}:{pid}'
 
 
+#: the per-supervisor key outlives its last write by this much: readers judge it by its own `updated_at`, so a
+#: supervisor that cannot write (Redis refusing writes, NOREPLICAS; a partition; SIGKILL) still shows, with its age
+RECORD_TTL_S = 3600.0
+
+
+def record_is_stale(document: Mapping[str, Any], age_s: float) -> bool:
+    """Older than two of its writer's health intervals and a margin: it missed two writes."""
+    interval_s = float(document.get('health_interval_s') or 5.0)
+    return age_s > 2 * interval_s + 2.0
+
+
+def pid_namespace() -> str | None:
+    """Identifies this machine's boot and PID namespace: a reader sharing it can ask whether a writer's pid lives."""
+    try:
+        boot_id = Path('/proc/sys/kernel/random/boot_id').read_text().strip()
+        return f'{boot_id}:{os.stat("/proc/self/ns/pid").st_ino}'
+    except OSError:
+        return None
+
+
 def default_status_file(queue_name: str) -> Path:
     """Where the status file lives when --status-file is not given: derived from the queue so `--check` finds it."""
     safe = ''.join(ch if ch.isalnum() or ch in '-_.' else '_' for ch in queue_name)
@@ -193,16 +213,20 @@ class HealthPublisher:
         self.supervisor_key = supervisor_key
         self.interval_s = interval_s
         self.failing_since: float | None = None
+        self.error: str | None = None
         self.last_queued: int | None = None
 
     def publish(self, client: Any, counters: Counters, document: Mapping[str, Any], now: datetime) -> None:
-        """One round trip for the queue length, one for both keys (TTL: three intervals, so one slow tick is fine)."""
+        """One round trip for the queue length, one for both keys.
+
+        arq's line expires after three intervals (so one slow tick is fine and `arq --check` sees a dead fleet); our
+        own record lives for RECORD_TTL_S, so readers can show a supervisor that stopped writing, with its age.
+        """
         queued = int(client.zcard(self.queue_name))
         self.last_queued = queued
-        ttl_ms = int(self.interval_s * 3 * 1000)
         pipe = client.pipeline(transaction=False)
-        pipe.set(self.health_key, health_check_line(counters, queued, now), px=ttl_ms)
-        pipe.set(self.supervisor_key, json.dumps({**document, 'queued': queued}), px=ttl_ms)
+        pipe.set(self.health_key, health_check_line(counters, queued, now), px=int(self.interval_s * 3 * 1000))
+        pipe.set(self.supervisor_key, json.dumps({**document, 'queued': queued}), px=int(RECORD_TTL_S * 1000))
         pipe.execute()
 
     def remove(self, client: Any) -> None:
