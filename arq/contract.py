@@ -137,9 +137,17 @@ def settle_args(
     return [queue], args
 
 
-def parse_lost(reply: Sequence[Any]) -> list[str]:
-    """The ids whose settlement was dropped: their lease had passed to another worker."""
-    return [_text(job_id) for job_id in reply]
+@dataclass(frozen=True, slots=True)
+class SettleReply:
+    #: dropped: another worker holds the job, or nobody does and it waits to run again
+    lost: list[str]
+    #: dropped: settled already, by another worker's run or by this settle itself when sent again after a lost reply
+    gone: list[str]
+
+
+def parse_settle(reply: Sequence[Any]) -> SettleReply:
+    pairs = [(_text(reply[i]), _text(reply[i + 1])) for i in range(0, len(reply), 2)]
+    return SettleReply([job_id for job_id, why in pairs if why != 'g'], [job_id for job_id, why in pairs if why == 'g'])
 
 
 # --- lease refresh ---

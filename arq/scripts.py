@@ -121,7 +121,7 @@ return out
 #   makes a settle safe to send again after a lost reply: the first one removed or replaced the key.
 #   tombstone ms: '0' deletes the in-progress key, otherwise it is kept that long (cron jobs).
 #   result payload: '' stores no result. result px: '0' keeps the result forever (arq sent the invalid `PX 0`).
-# Returns the ids whose lease was lost (their settlement was dropped).
+# Returns, for each job whose lease was lost (its settlement dropped), its id and why ('o', 'q' or 'g', below).
 # Under maxmemory (noeviction) the script still runs: its first write is a DEL, which Redis allows, and a script
 # that began writing may finish; so running jobs record their outcome while a full Redis refuses new claims.
 SETTLE = """
@@ -151,10 +151,15 @@ for i = 12, #ARGV, 7 do
   local payload, px, incr = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
   local holder = redis.call('GET', ip_p .. id)
   if holder ~= token then
-    -- another worker holds it, or nobody does and it waits to run again: our outcome is dropped. Neither held nor
-    -- queued: it is settled already (this is a settle sent again after its reply was lost)
-    if holder or redis.call('ZSCORE', queue, id) then
-      lost[#lost + 1] = id
+    -- our outcome is dropped: 'o' another worker holds the job, 'q' nobody does and it waits to run again, 'g' it
+    -- is settled already (by another worker's run, or by this very settle if it is sent again after a lost reply)
+    lost[#lost + 1] = id
+    if holder then
+      lost[#lost + 1] = 'o'
+    elseif redis.call('ZSCORE', queue, id) then
+      lost[#lost + 1] = 'q'
+    else
+      lost[#lost + 1] = 'g'
     end
   elseif op == 's' or op == 'f' then
     if tomb == '0' then

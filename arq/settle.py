@@ -25,13 +25,13 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from .contract import REQUEUE, Settlement
+from .contract import REQUEUE, Settlement, SettleReply
 from .utils import timestamp_ms
 
 logger = logging.getLogger('arq.worker')
 
-#: writes the batch, returns the ids whose lease was lost (their settlement was dropped)
-WriteBatch = Callable[[list[Settlement]], Awaitable[list[str]]]
+#: writes the batch; the reply says whose settlement was dropped
+WriteBatch = Callable[[list[Settlement]], Awaitable[SettleReply]]
 
 _BACKOFF_START_S, _BACKOFF_MAX_S = 0.1, 5.0
 #: a job whose outcome could not be recorded runs again after this long, not in a tight loop
@@ -104,7 +104,7 @@ class SettleBatcher:
 
     async def _write_or_split(self, batch: list[Settlement]) -> None:
         try:
-            lost = await self._write_retrying(batch)
+            reply, resent = await self._write_retrying(batch)
         except Exception as e:
             if len(batch) > 1:
                 logger.warning('settling %d jobs failed (%s: %s); settling them one by one', len(batch),
@@ -114,9 +114,15 @@ class SettleBatcher:
                 return
             await self._fall_back(batch[0], e)
             return
-        for job_id in lost:
-            logger.warning('lease lost, result dropped: job %s is held by another worker', job_id,
-                           extra={'job_id': job_id})  # fmt: skip
+        for job_id in reply.lost:
+            logger.warning('lease lost, result dropped: job %s is held by another worker or waits to run again',
+                           job_id, extra={'job_id': job_id})  # fmt: skip
+        for job_id in reply.gone:
+            if resent:  # most likely our own settle, applied before its reply was lost
+                logger.debug('job %s was settled already', job_id, extra={'job_id': job_id})
+            else:
+                logger.warning('lease lost, result dropped: job %s was finished by another worker', job_id,
+                               extra={'job_id': job_id})  # fmt: skip
 
     async def _fall_back(self, settlement: Settlement, error: Exception) -> None:
         job_id = settlement.job_id
@@ -134,18 +140,19 @@ class SettleBatcher:
         logger.error('could not settle job %s (%s); giving up its lease, which lapses by itself', job_id, why,
                      extra={'job_id': job_id})  # fmt: skip
 
-    async def _write_retrying(self, batch: list[Settlement]) -> list[str]:
-        backoff = _BACKOFF_START_S
+    async def _write_retrying(self, batch: list[Settlement]) -> tuple[SettleReply, bool]:
+        """(the reply, whether the batch had to be sent more than once: an earlier try may have been applied)"""
+        backoff, resent = _BACKOFF_START_S, False
         while True:
             try:
-                lost = await self._write(batch)
+                reply = await self._write(batch)
             except Exception as e:
                 if not is_transient(e):
                     raise
                 # keep trying: the job ran, dropping its outcome would run it again; the lease is kept meanwhile
                 self._on_transient(e, backoff)
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                backoff, resent = min(backoff * 2, _BACKOFF_MAX_S), True
                 continue
             self._on_written()
-            return lost
+            return reply, resent

@@ -40,6 +40,7 @@ from .constants import (
 from .contract import Claim, Settlement
 from .cron import CronJob, local_timezone
 from .jobs import Deserializer, JobResult, Serializer
+from .leases import LeaseKeeper
 from .outages import RedisOutages
 from .settle import SettleBatcher
 from .typing import SecondsTimedelta, StartupShutdown, WorkerCoroutine
@@ -263,7 +264,7 @@ class Worker(JobExecution):
         self.main_task: asyncio.Task[None] | None = None
         self._outages = RedisOutages()
 
-        self._held: dict[str, str] = {}  # job id -> the token of its lease
+        self._leases = LeaseKeeper(self._refresh_leases, self.lease_ms / 1000, self._lease_lost)
         self._claims = 0
         self._claim_token: str | None = None
         self._cancelled_at: dict[str, float] = {}  # job id -> when its task was last cancelled
@@ -303,7 +304,7 @@ class Worker(JobExecution):
 
     @property
     def held_job_ids(self) -> frozenset[str]:
-        return frozenset(self._held)
+        return frozenset(self._leases.held)
 
     # --- hooks for an embedding supervisor (no-ops here) ---
 
@@ -374,7 +375,7 @@ class Worker(JobExecution):
         await self._subscribe_to_nudges()
         with self._signal_handlers():
             self._background = [
-                asyncio.create_task(self._keep_leases()),
+                asyncio.create_task(self._leases.run()),
                 asyncio.create_task(self._listen_for_nudges()),
             ]
             try:
@@ -517,7 +518,8 @@ class Worker(JobExecution):
 
     def _start(self, claims: list[Claim]) -> None:
         ids = [c.job_id for c in claims]
-        self._held.update((c.job_id, c.token) for c in claims)
+        for claim in claims:
+            self._leases.hold(claim.job_id, claim.token)
         self.jobs_started += len(claims)
         self._notify_claimed(ids)
         for claim in claims:
@@ -537,39 +539,30 @@ class Worker(JobExecution):
         """Queue a job's settlement for the next batch and wait until Redis has it (the lease stays held till then)."""
         await self._settler.settle(settlement)
 
-    async def _write_settlements(self, batch: list[Settlement]) -> list[str]:
+    async def _write_settlements(self, batch: list[Settlement]) -> contract.SettleReply:
         keys, args = contract.settle_args(
             self.queue_name, batch, now_ms=timestamp_ms(), recent_cap=self.recent_outcomes
         )
-        return contract.parse_lost(await self._settle_script(keys=keys, args=args))
+        return contract.parse_settle(await self._settle_script(keys=keys, args=args))
 
     def _left(self, job_ids: list[str]) -> None:
         """These jobs' settlement is committed (or was given up): this worker no longer holds their leases."""
         for job_id in job_ids:
-            self._held.pop(job_id, None)
+            self._leases.drop(job_id)
         self._notify_settled(job_ids)
 
     # --- leases, nudges, aborts ---
 
-    async def _keep_leases(self) -> None:
-        interval_s = self.lease_ms / 3000
-        while True:
-            await asyncio.sleep(interval_s)
-            if not self._held:
-                continue
-            keys, args = contract.refresh_args(self.queue_name, self.lease_ms, self._held)
-            try:
-                lapsed, lost = contract.parse_refresh(await self._refresh_script(keys=keys, args=args))
-            except _TRANSIENT as e:
-                _reraise_if_cancelling()
-                logger.warning('could not refresh job leases: %s: %s', e.__class__.__name__, e)
-                continue
-            if lapsed:
-                logger.warning('%d job leases had lapsed (event loop blocked or Redis unreachable); renewed', lapsed)
-            for job_id in lost:
-                if job_id in self._held:
-                    logger.warning('lease lost: job %s is held by another worker now; its outcome here will be '
-                                   'dropped', job_id, extra={'job_id': job_id})  # fmt: skip
+    async def _refresh_leases(self, held: dict[str, str]) -> tuple[int, list[str]]:
+        keys, args = contract.refresh_args(self.queue_name, self.lease_ms, held)
+        return contract.parse_refresh(await self._refresh_script(keys=keys, args=args))
+
+    def _lease_lost(self, job_id: str, why: str) -> None:
+        """Stop a job whose lease is gone: another worker may run it now, and its outcome here would be dropped."""
+        logger.warning('lease lost: job %s is %s; cancelling it here', job_id, why, extra={'job_id': job_id})
+        task = self.job_tasks.get(job_id)
+        if task is not None:
+            self._cancel_job(job_id, task)
 
     async def _subscribe_to_nudges(self) -> None:
         """Subscribe to our queue's nudge channel; on failure the listener tries again later."""

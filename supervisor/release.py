@@ -138,7 +138,8 @@ class JobReleaser:
         keys, args = contract.settle_args(
             self.settings.queue_name, settlements, now_ms=round(time.time() * 1000), recent_cap=RECENT_OUTCOMES
         )
-        lost = set(contract.parse_lost(client.register_script(scripts.SETTLE)(keys=keys, args=args)))
+        reply = contract.parse_settle(client.register_script(scripts.SETTLE)(keys=keys, args=args))
+        lost = {*reply.lost, *reply.gone}
         for row in rows:
             if row.job_id not in lost:
                 logger.error('job failed: its worker died while running it job_id=%s function=%s reason="worker %s '
