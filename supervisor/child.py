@@ -38,6 +38,10 @@ logger = logging.getLogger('arq_supervise.child')
 #: the parent sends this to a child whose heartbeats stopped, to get its stack in the log before SIGKILL
 DUMP_SIGNAL = signal.SIGUSR2
 PR_SET_PDEATHSIG = 1
+#: after a job settles, its counters reach the parent (and /metrics) this soon, not at the next heartbeat
+STATS_FLUSH_S = 0.1
+#: the function label of a job whose function this worker does not have: payloads must not mint new series
+UNKNOWN_FUNCTION = '<unknown>'
 
 
 @dataclass(frozen=True)
@@ -133,8 +137,17 @@ class SupervisedWorker(Worker):
         for name, function in list(self.functions.items()):
             self.functions[name] = replace(function, coroutine=recorder.wrap(function.coroutine))
 
+    stats_flush: asyncio.TimerHandle | None = None
+
     def _notify_job_finished(self, function: str, outcome: str, duration_s: float, lag_ms: int) -> None:
         self.stats.record(function, outcome, duration_s, lag_ms)
+
+    async def _fail_early(self, claim: Any, function_name: str, *rest: Any, **kwargs: Any) -> None:
+        """A job failed without running: arq counts it in jobs_failed but never reports it as finished."""
+        aborted = any(isinstance(a, asyncio.CancelledError) for a in (*rest, *kwargs.values()))
+        label = function_name if function_name in self.functions else UNKNOWN_FUNCTION
+        self.stats.count(label, 'aborted' if aborted else 'failed')
+        await super()._fail_early(claim, function_name, *rest, **kwargs)
 
     def _notify_ready(self) -> None:
         self.is_ready = True
@@ -147,6 +160,12 @@ class SupervisedWorker(Worker):
         # the counters ride along so the parent can recycle after exactly max-jobs-per-child jobs; the rest of a
         # heartbeat (held ids, statistics) waits for the next one: this message is sent for every settled batch
         self.link.send(protocol.Settled(tuple(job_ids), counters(self)))
+        if self.stats_flush is None:  # the statistics follow shortly, once for all the batches settled meanwhile
+            self.stats_flush = asyncio.get_running_loop().call_later(STATS_FLUSH_S, self._flush_stats)
+
+    def _flush_stats(self) -> None:
+        self.stats_flush = None
+        self.link.send(ChildRunner.heartbeat(self))
 
 
 class ChildRunner:

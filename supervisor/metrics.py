@@ -82,6 +82,11 @@ class JobStats:
         self.durations.setdefault(function, Histogram(DURATION_BUCKETS)).observe(max(duration_s, 0.0))
         self.lag.observe(max(lag_ms, 0) / 1000)
 
+    def count(self, function: str, outcome: str) -> None:
+        """A job that finished without running (unknown function, expired, unreadable, out of tries): no duration."""
+        by_outcome = self.outcomes.setdefault(function, {})
+        by_outcome[outcome] = by_outcome.get(outcome, 0) + 1
+
     def add(self, other: JobStats) -> None:
         for function, by_outcome in other.outcomes.items():
             mine = self.outcomes.setdefault(function, {})

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -67,6 +68,25 @@ def test_metrics_sum_jobs_over_children_and_survive_a_child_crash(supervisor: Su
         message='the crash counted as a restart',
     )
     assert jobs_complete() == 6, 'a dead child’s jobs stay counted'
+
+
+def test_metrics_count_a_job_that_never_ran_and_arrive_within_a_second(supervisor: Supervisor) -> None:
+    port = free_port()
+    supervisor.start('--procs', '1', '--metrics-port', str(port), settings=supervisor.write_settings())
+    supervisor.wait_ready(1)
+
+    def count(function: str, outcome: str) -> float:
+        samples = _samples(_get(port, '/metrics')[1])
+        return samples.get(('arq_jobs_total', (('function', function), ('outcome', outcome))), 0)
+
+    supervisor.enqueue('no_such_function')
+    supervisor.enqueue('quick', 'counted')
+    wait_until(lambda: supervisor.events('finished'), message='the quick job finished')
+    finished = time.monotonic()
+    wait_until(lambda: count('quick', 'complete') == 1, timeout=5, message='the quick job in /metrics')
+    assert time.monotonic() - finished < 1.0, 'counters reach /metrics with the job, not at the next heartbeat'
+    assert count('<unknown>', 'failed') == 1  # as --status counts it; the label does not take the payload's name
+    wait_until(lambda: supervisor.status()['totals']['failed'] == 1, message='--status agrees')
 
 
 def test_status_command_lists_every_supervisor_on_the_queue(supervisor: Supervisor) -> None:
