@@ -81,6 +81,7 @@ class Arbiter:
         redis: BoundedRedisLink | None = None,
         load: Callable[[], WorkerSettings] | None = None,
         check_settings: Callable[[str, float, float], SettingsCheck] = SettingsCheck,
+        forget_modules: Callable[[], object] = forget_application_modules,
     ) -> None:
         """
         :param clock: monotonic seconds; every deadline is on this clock
@@ -88,6 +89,8 @@ class Arbiter:
         :param redis: the parent's Redis connection, for releases and the health keys
         :param load: imports the settings afresh on HUP (with the command line's overrides)
         :param check_settings: starts the short-lived process that tries the new settings first
+        :param forget_modules: drops the application's modules before a reload imports them afresh (a unit test
+          keeps its own)
         """
         self.config = config
         self.settings = settings
@@ -123,6 +126,7 @@ class Arbiter:
         self.reloading = False
         self.load_settings = load or functools.partial(load_settings, settings.path)
         self.check_settings = check_settings
+        self.forget_modules = forget_modules
         self.settings_check: SettingsCheck | None = None
 
     # --- the loop ---
@@ -238,7 +242,7 @@ class Arbiter:
         problem = check.verdict(status)
         settings = self.settings
         if problem is None:
-            forget_application_modules()
+            self.forget_modules()
             try:
                 settings = self.load_settings()
             except SettingsError as e:

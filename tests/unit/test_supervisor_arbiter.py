@@ -57,7 +57,8 @@ class Harness:
         self.checks: list[FakeCheck] = []
         self.loaded = 0
         self.arbiter = Arbiter(config, settings, clock=self.clock, processes=self.os, redis=BoundedRedisLink(dead),
-                               load=self.load, check_settings=self.check)  # type: ignore[arg-type]  # fmt: skip
+                               load=self.load, check_settings=self.check,  # type: ignore[arg-type]
+                               forget_modules=list)  # this process's modules (tests included) stay  # fmt: skip
 
     def load(self) -> WorkerSettings:
         self.loaded += 1
