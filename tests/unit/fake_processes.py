@@ -57,6 +57,8 @@ class FakeProcesses:
         self.channels: dict[int, FakeChannel] = {}
         self.exited: list[tuple[int, int]] = []
         self.memory: dict[int, float] = {}
+        self.resident: dict[int, float] = {}
+        self.uss_reads: list[int] = []
         self.oom_kill_count = 0
 
     def spawn(
@@ -71,7 +73,12 @@ class FakeProcesses:
         return exited
 
     def memory_mib(self, pid: int) -> float | None:
+        self.uss_reads.append(pid)
         return self.memory.get(pid)
+
+    def resident_mib(self, pid: int) -> float | None:
+        """RSS: at least the USS (a test may set it apart)."""
+        return self.resident.get(pid, self.memory.get(pid))
 
     def oom_kills(self) -> int:
         return self.oom_kill_count

@@ -198,6 +198,31 @@ def test_memory_over_the_limit_replaces_and_twice_the_limit_kills(tmp_path: Path
     assert h.arbiter.children[two].stop_reason is StopReason.MEMORY_KILL
 
 
+def test_unique_memory_is_read_for_one_child_a_turn_without_a_limit(tmp_path: Path) -> None:
+    h = Harness(tmp_path, procs=4)
+    pids = h.ready_all()
+    h.os.memory.update(dict.fromkeys(pids, 20))
+    h.turn(after_s=1)  # the first reading of every new child
+    h.os.uss_reads.clear()
+    for _ in range(4):
+        h.turn(after_s=1)
+    assert sorted(h.os.uss_reads) == sorted(pids)  # each child once in four turns, not every child every turn
+
+
+def test_with_a_limit_unique_memory_is_read_only_where_rss_is_over_it(tmp_path: Path) -> None:
+    h = Harness(tmp_path, procs=3, max_memory_per_child_mib=100)
+    one, two, three = h.ready_all()
+    h.os.memory.update({one: 20, two: 20, three: 120})
+    h.os.resident.update({one: 60, two: 130, three: 150})  # two: shared pages push RSS over, its USS is fine
+    h.turn(after_s=1)
+    h.os.uss_reads.clear()
+    h.turn(after_s=1)
+    assert {two, three} <= set(h.os.uss_reads) and len(h.os.uss_reads) <= 3
+    h.turn()
+    assert h.arbiter.children[three].retiring is StopReason.MEMORY
+    assert h.arbiter.children[two].retiring is None and h.arbiter.children[one].retiring is None
+
+
 def test_sighup_replaces_every_slot_one_at_a_time_once_the_new_settings_load(h: Harness) -> None:
     one, two = h.ready_all()
     h.turn(signal.SIGHUP)
