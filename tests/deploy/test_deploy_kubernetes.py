@@ -102,7 +102,7 @@ def test_deployment_agrees_with_the_supervisor(kubernetes_validate: ModuleType) 
     procs = int(option_value(argv, '--procs'))
     per_child = float(option_value(argv, '--max-memory-per-child'))
     limit = mebibytes(container['resources']['limits']['memory'])
-    assert procs * per_child + 64 + 64 + 64 <= limit, (procs, per_child, limit)
+    assert procs * per_child + 64 + 64 + 64 + 2 * 32 <= limit, (procs, per_child, limit)  # + two probe processes
     assert per_child < limit / procs
     assert procs == int(container['resources']['requests']['cpu'])
 
@@ -319,3 +319,17 @@ def test_liveness_probe_stays_green_through_a_redis_outage(
         leftovers = deployed.cleanup()
         own.stop()
     assert not leftovers, f'processes outlived the test: {leftovers}'
+
+
+def test_autoscaler_scales_the_deployment_on_a_metric_the_supervisor_exports(kubernetes_validate: ModuleType) -> None:
+    from arq_supervise.metrics import FleetView, JobStats, render
+
+    hpa, deployment = the('HorizontalPodAutoscaler'), the('Deployment')
+    assert hpa['apiVersion'] == 'autoscaling/v2'
+    target = hpa['spec']['scaleTargetRef']
+    assert (target['kind'], target['name']) == ('Deployment', deployment['metadata']['name'])
+    assert hpa['spec']['minReplicas'] >= 2  # the PodDisruptionBudget keeps one pod available
+    [metric] = hpa['spec']['metrics']
+    name = metric['external']['metric']['name']
+    exported = render(lambda: FleetView(JobStats(), 42, {}, {}, {})).decode()
+    assert f'\n{name} 42.0\n' in exported, exported
