@@ -120,7 +120,8 @@ def test_health_key_supervisor_key_and_status_file(supervisor: Supervisor) -> No
     assert sorted(c['pid'] for c in detail['children']) == pids
     assert {c['state'] for c in detail['children']} == {'ready'}
 
-    status = supervisor.status()
+    # the status file is rewritten every second: it may trail the health line by that much
+    status = wait_until(lambda: (s := supervisor.status())['totals']['complete'] == 4 and s, message='4 in the file')
     assert status['state'] == 'running'
     assert status['ready'] == status['procs'] == 2
     assert status['totals']['complete'] == 4
