@@ -32,7 +32,8 @@ TIMEZONE_ENV_VARS = 'ARQ_TIMEZONE', 'arq_timezone', 'TIMEZONE', 'timezone'
 
 
 @functools.lru_cache
-def env_timezone() -> tzinfo | None:
+def get_tz() -> tzinfo | None:
+    """The zone named by the first of TIMEZONE_ENV_VARS that is set (cached, as arq's), or None for UTC."""
     for var in TIMEZONE_ENV_VARS:
         name = os.getenv(var)
         if name:
@@ -45,7 +46,7 @@ def env_timezone() -> tzinfo | None:
 
 def ms_to_datetime(unix_ms: int) -> datetime:
     dt = datetime.fromtimestamp(unix_ms / 1000, tz=UTC)
-    tz = env_timezone()
+    tz = get_tz()
     return dt.astimezone(tz) if tz else dt
 
 
@@ -55,12 +56,13 @@ def _check_number(value: Any, name: str) -> None:
 
 
 def to_ms(td: SecondsTimedelta | None, name: str = 'value') -> int | None:
+    """Milliseconds, rounded to the nearest as arq does (42.123987 s is 42124 ms)."""
     if td is None:
         return None
     if isinstance(td, timedelta):
-        return int(td.total_seconds() * 1000)
+        return round(td.total_seconds() * 1000)
     _check_number(td, name)
-    return int(td * 1000)
+    return round(td * 1000)
 
 
 def to_seconds(td: SecondsTimedelta | None, name: str = 'value') -> float | None:
