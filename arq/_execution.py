@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from .constants import keep_cronjob_progress, retry_counter_ttl_s, retry_key_prefix
 from .contract import FAILURE, KEEP_FOREVER_MS, REQUEUE, REQUEUE_GIVE_BACK, SUCCESS, Claim, Settlement
-from .jobs import SerializationError, deserialize_job_raw, serialize_result
+from .jobs import SerializationError, describe_with_cause, deserialize_job_for_worker, serialize_result
 from .typing import SecondsTimedelta
 from .utils import args_to_string, ms_to_datetime, timestamp_ms, to_ms, truncate
 
@@ -118,11 +118,11 @@ class JobExecution:
             await self._fail_early(claim, '<unknown>', (), {}, 0, JobExecutionFailed('job expired'), start_ms)
             return
         try:
-            function_name, args, kwargs, enqueue_job_try, enqueue_time_ms = deserialize_job_raw(
+            function_name, args, kwargs, enqueue_job_try, enqueue_time_ms = deserialize_job_for_worker(
                 claim.payload, deserializer=self.job_deserializer
             )
         except SerializationError as e:
-            logger.error('deserializing job %s failed: %s', job_id, e, extra=_job(job_id))
+            logger.error('deserializing job %s failed: %s', job_id, describe_with_cause(e), extra=_job(job_id))
             self.jobs_failed += 1
             await self._fail_early(claim, '<unknown>', (), {}, 0, e, start_ms)
             return

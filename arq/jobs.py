@@ -8,11 +8,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import pickle
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio.client import PubSub
 
@@ -113,17 +114,20 @@ class Job:
 
         :param timeout: maximum seconds to wait, raising `asyncio.TimeoutError` past it
         :param poll_delay: how often to poll Redis when no notification arrives
+        :param pole_delay: deprecated, use poll_delay instead
         """
         if pole_delay is not None:
+            message = '"pole_delay" is deprecated, use the correct spelling "poll_delay" instead'
+            warnings.warn(message, DeprecationWarning, stacklevel=2)
             poll_delay = pole_delay
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
         async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
             await pubsub.subscribe(job_done_channel_prefix + self.job_id)
             while True:
-                async with self._redis.pipeline(transaction=True) as tr:
-                    tr.get(result_key_prefix + self.job_id)
-                    tr.zscore(self._queue_name, self.job_id)
-                    v, s = await tr.execute()
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    pipe.zscore(self._queue_name, self.job_id)
+                    pipe.get(result_key_prefix + self.job_id)
+                    s, v = await pipe.execute()
                 if v:
                     return _unpack_result(deserialize_result(v, deserializer=self._deserializer))
                 if s is None:
@@ -135,11 +139,11 @@ class Job:
 
     async def info(self) -> JobDef | None:
         """All information on a job, including its result if it's available; does not wait for the result."""
-        async with self._redis.pipeline(transaction=True) as tr:
-            tr.get(result_key_prefix + self.job_id)
-            tr.get(job_key_prefix + self.job_id)
-            tr.zscore(self._queue_name, self.job_id)
-            result_v, job_v, score = await tr.execute()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zscore(self._queue_name, self.job_id)
+            pipe.get(job_key_prefix + self.job_id)
+            pipe.get(result_key_prefix + self.job_id)
+            score, job_v, result_v = await pipe.execute()
         info: JobDef | None = None
         if result_v:
             info = deserialize_result(result_v, deserializer=self._deserializer)
@@ -158,11 +162,15 @@ class Job:
 
     async def status(self) -> JobStatus:
         """Status of the job."""
-        async with self._redis.pipeline(transaction=True) as tr:
-            tr.exists(result_key_prefix + self.job_id)
-            tr.exists(in_progress_key_prefix + self.job_id)
-            tr.zscore(self._queue_name, self.job_id)
-            is_complete, is_in_progress, score = await tr.execute()
+        # No MULTI in these reads (arq used one): while Redis is over maxmemory it refuses every command queued in a
+        # MULTI, reads included, so clients could not see their jobs exactly when they most need to. The reads go in
+        # the order a job moves through (queue score, in-progress, result): a job that moves on between them is seen
+        # in its later state, never as missing.
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zscore(self._queue_name, self.job_id)
+            pipe.exists(in_progress_key_prefix + self.job_id)
+            pipe.exists(result_key_prefix + self.job_id)
+            score, is_in_progress, is_complete = await pipe.execute()
         if is_complete:
             return JobStatus.complete
         if is_in_progress:
@@ -275,53 +283,71 @@ def serialize_result(
     return None
 
 
-def _load(r: bytes, deserializer: Deserializer | None, what: str) -> dict[str, Any]:
+def _load(r: bytes, deserializer: Deserializer | None) -> Any:
     if deserializer is None:
         deserializer = pickle.loads
-    try:
-        d = deserializer(r)
-    except Exception as e:
-        raise DeserializationError(f'unable to deserialize {what}: {type(e).__name__}: {e}') from e
-    if not isinstance(d, dict):
-        raise DeserializationError(f'unable to deserialize {what}: expected a dict, got {type(d).__name__}')
-    return d
+    return deserializer(r)
 
 
 def deserialize_job_raw(
     r: bytes, *, deserializer: Deserializer | None = None
 ) -> tuple[str, tuple[Any, ...], dict[str, Any], int | None, int]:
-    """(function, args, kwargs, job_try, enqueue_time_ms) of a job payload; SerializationError if it is malformed."""
-    d = _load(r, deserializer, 'job')
+    """
+    (function, args, kwargs, job_try, enqueue_time_ms) of a job payload, as stored: like arq, any payload with the five
+    keys is returned unchecked (the worker checks the types, see `deserialize_job_for_worker`).
+
+    Raises DeserializationError('unable to deserialize job') with the reason as its ``__cause__``.
+    """
     try:
-        function, args, kwargs, job_try, enqueue_time_ms = d['f'], d['a'], d['k'], d['t'], d['et']
-    except KeyError as e:
-        raise DeserializationError(f'unable to deserialize job: missing field {e}') from e
+        d = _load(r, deserializer)
+        return d['f'], d['a'], d['k'], d['t'], d['et']
+    except Exception as e:
+        raise DeserializationError('unable to deserialize job') from e
+
+
+def deserialize_job_for_worker(
+    r: bytes, *, deserializer: Deserializer | None = None
+) -> tuple[str, tuple[Any, ...], dict[str, Any], int | None, int]:
+    """`deserialize_job_raw`, plus the type checks a worker needs before it runs the job (arq crashed without them)."""
+    function, args, kwargs, job_try, enqueue_time_ms = deserialize_job_raw(r, deserializer=deserializer)
     if not isinstance(function, str):
-        raise DeserializationError(f'unable to deserialize job: function name is {type(function).__name__}')
-    if not isinstance(args, tuple | list) or not isinstance(kwargs, dict):
-        raise DeserializationError('unable to deserialize job: args must be a sequence and kwargs a dict')
-    if not isinstance(enqueue_time_ms, int | float) or (job_try is not None and not isinstance(job_try, int)):
-        raise DeserializationError('unable to deserialize job: malformed enqueue time or job try')
-    # args stay as the serializer returned them (msgpack gives a list), as arq leaves them
-    return function, cast(tuple[Any, ...], args), kwargs, job_try, int(enqueue_time_ms)
+        problem = f'function name is a {type(function).__name__}, not a str'
+    elif not isinstance(args, tuple | list) or not isinstance(kwargs, dict):
+        problem = f'args must be a sequence and kwargs a dict, got {type(args).__name__} and {type(kwargs).__name__}'
+    elif not isinstance(enqueue_time_ms, int | float) or (job_try is not None and not isinstance(job_try, int)):
+        problem = f'malformed enqueue time {enqueue_time_ms!r} or job try {job_try!r}'
+    else:
+        # args stay as the serializer returned them (msgpack gives a list), as arq leaves them
+        return function, args, kwargs, job_try, int(enqueue_time_ms)
+    raise DeserializationError('unable to deserialize job') from TypeError(problem)
+
+
+def describe_with_cause(e: BaseException) -> str:
+    """`e` with its cause, for a log line: ``unable to deserialize job: ValueError: bad pickle``."""
+    cause = e.__cause__
+    return f'{e}: {type(cause).__name__}: {cause}' if cause is not None else str(e)
 
 
 def deserialize_job(r: bytes, *, deserializer: Deserializer | None = None) -> JobDef:
     function, args, kwargs, job_try, enqueue_time_ms = deserialize_job_raw(r, deserializer=deserializer)
+    try:
+        enqueue_time = ms_to_datetime(enqueue_time_ms)
+    except Exception as e:
+        raise DeserializationError('unable to deserialize job') from e
     return JobDef(
         function=function,
         args=args,
         kwargs=kwargs,
         job_try=job_try,  # type: ignore[arg-type]
-        enqueue_time=ms_to_datetime(enqueue_time_ms),
+        enqueue_time=enqueue_time,
         score=None,
         job_id=None,
     )
 
 
 def deserialize_result(r: bytes, *, deserializer: Deserializer | None = None) -> JobResult:
-    d = _load(r, deserializer, 'job result')
     try:
+        d = _load(r, deserializer)
         return JobResult(
             job_try=d['t'],
             function=d['f'],
@@ -336,5 +362,5 @@ def deserialize_result(r: bytes, *, deserializer: Deserializer | None = None) ->
             queue_name=d.get('q', '<unknown>'),
             job_id=d.get('id', '<unknown>'),
         )
-    except (KeyError, TypeError, ValueError, OverflowError) as e:
-        raise DeserializationError(f'unable to deserialize job result: {type(e).__name__}: {e}') from e
+    except Exception as e:
+        raise DeserializationError('unable to deserialize job result') from e
