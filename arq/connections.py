@@ -13,7 +13,8 @@ from uuid import uuid4
 
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
-from redis.exceptions import RedisError
+from redis.exceptions import OutOfMemoryError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import scripts
 from .constants import (
@@ -189,10 +190,17 @@ class ArqRedis(Redis):
         expires_ms = expires_ms or max(score - enqueue_time_ms, 0) + self.expires_extra_ms
 
         payload = serialize_job(function, args, kwargs, _job_try, enqueue_time_ms, serializer=self.job_serializer)
-        enqueued = await self._enqueue_script(
-            keys=[job_key_prefix + job_id, result_key_prefix + job_id, _queue_name],
-            args=[expires_ms, payload, score, job_id, nudge_channel_prefix + _queue_name],
-        )
+        try:
+            enqueued = await self._enqueue_script(
+                keys=[job_key_prefix + job_id, result_key_prefix + job_id, _queue_name],
+                args=[expires_ms, payload, score, job_id, nudge_channel_prefix + _queue_name],
+            )
+        except OutOfMemoryError as e:
+            # Redis's own message names our script's sha and line, which tells the user nothing
+            raise OutOfMemoryError(
+                f'cannot enqueue job {function!r}: Redis is out of memory (used memory > maxmemory and nothing could '
+                f'be evicted, e.g. maxmemory-policy noeviction); free memory or raise maxmemory'
+            ) from e
         if not enqueued:
             return None
         return Job(job_id, redis=self, _queue_name=_queue_name, _deserializer=self.job_deserializer)
@@ -213,6 +221,15 @@ class ArqRedis(Redis):
         if batch:
             results.extend(await self._results_for(batch))
         return sorted(results, key=lambda r: r.enqueue_time)
+
+    async def _get_job_result(self, key: bytes) -> JobResult:
+        """One result by its key (arq's helper, kept for subclasses and tests); KeyError if there is none."""
+        job_id = key[len(result_key_prefix) :].decode()
+        r = await Job(job_id, self, _deserializer=self.job_deserializer).result_info()
+        if r is None:
+            raise KeyError(f'job "{key.decode()}" not found')
+        r.job_id = job_id
+        return r
 
     async def _results_for(self, keys: list[bytes]) -> list[JobResult]:
         results = []
@@ -260,8 +277,8 @@ def _pool_factory(settings: RedisSettings) -> Callable[..., ArqRedis]:
     if settings.retry_on_error:
         common['retry_on_error'] = list(settings.retry_on_error)
     if settings.retry_on_timeout:
-        # redis-py deprecates retry_on_timeout: the same thing is a TimeoutError in retry_on_error
-        common.setdefault('retry_on_error', []).append(TimeoutError)
+        # redis-py 6+ deprecates retry_on_timeout (DeprecationWarning); what it did is retry on these errors
+        common.setdefault('retry_on_error', []).extend([RedisTimeoutError, TimeoutError])
     if settings.ssl:
         common.update(
             ssl_keyfile=settings.ssl_keyfile,
