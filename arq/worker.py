@@ -37,6 +37,7 @@ from .constants import (
     job_key_prefix,
     nudge_channel_prefix,
 )
+from .constants import keep_cronjob_progress as keep_cronjob_progress  # arq's worker module had it; users import it
 from .contract import Claim, Settlement
 from .cron import CronJob, local_timezone
 from .jobs import Deserializer, JobResult, Serializer
@@ -429,6 +430,10 @@ class Worker(JobExecution):
         if self.cron_jobs and await self._run_cron():
             self._queued = None  # a cron job was just enqueued: a burst worker must not stop before running it
 
+    async def _poll_iteration(self) -> None:
+        """arq's name for one turn of the loop (claim, aborts, health, cron), kept for subclasses and tests."""
+        await self._iteration()
+
     def _should_exit(self) -> bool:
         if not self._stopping:
             return False
@@ -656,24 +661,33 @@ class Worker(JobExecution):
         )
         await self.pool.psetex(self.health_check_key, int((self.health_check_interval + 1) * 1000), info.encode())
         self._last_health_line = info
+        # as arq: the first record is not logged, later ones only when the counters changed
         log_suffix = info[info.index('j_complete=') :]
-        if self._last_health_check_log != log_suffix:
+        if self._last_health_check_log is not None and self._last_health_check_log != log_suffix:
             logger.info('recording health: %s', info)
-            self._last_health_check_log = log_suffix
+        self._last_health_check_log = log_suffix
 
     async def _run_cron(self) -> int:
         """Enqueue the cron jobs that are due; returns how many were enqueued."""
-        now = datetime.now(tz=self.timezone)
+        return await self.run_cron(datetime.now(tz=self.timezone), max(self.poll_delay_s, 0.5))
+
+    async def run_cron(self, n: datetime, delay: float, num_windows: int = 2) -> int:
+        """
+        Enqueue the cron jobs due before `n` + `num_windows` × `delay` seconds (arq's signature); returns how many.
+
+        :param n: now, in the worker's timezone
+        :param delay: the poll window in seconds
+        """
         # compare instants, not wall clocks: datetimes sharing a zone compare by wall time, ignoring DST's fold
-        now_ts = now.timestamp()
-        cutoff_ts = now_ts + max(self.poll_delay_s, 0.5) * 2
+        now_ts = n.timestamp()
+        cutoff_ts = now_ts + delay * num_windows
         enqueues = []
         for cron_job in self.cron_jobs:
             if cron_job.next_run is None:
                 if cron_job.run_at_startup:
-                    cron_job.next_run = now
+                    cron_job.next_run = n
                 else:
-                    cron_job.calculate_next(now)
+                    cron_job.calculate_next(n)
                     continue
             next_run = cron_job.next_run
             if next_run.timestamp() < cutoff_ts:
@@ -731,13 +745,34 @@ class Worker(JobExecution):
             self._wake.set()
 
     def handle_sig(self, signum: int) -> None:
+        """
+        SIGINT/SIGTERM: stop claiming and cancel the running jobs (they go back to the queue), or with
+        job_completion_wait let them finish first (`handle_sig_wait_for_completion`); a second signal stops at once.
+        """
         sig = signal.Signals(signum)
-        self._stop_reason = sig.name
         if self._stopping:
+            self._stop_reason = sig.name
             logger.info('second %s: stopping now', sig.name)
             self.stop_now()
             return
-        what = 'to be completed' if self.job_completion_wait > 0 else 'ongoing to cancel'
+        if self.job_completion_wait > 0:
+            self.handle_sig_wait_for_completion(signum)
+            return
+        self._log_shutdown(sig, 'ongoing to cancel')
+        self.start_drain()
+        # as arq, the main task is cancelled too; but not while a claim's reply is awaited, which would leave its
+        # jobs leased and not run until the leases lapse (the loop stops by itself right after the reply)
+        if self.main_task is not None and self._claim_token is None:
+            self.main_task.cancel()
+
+    def handle_sig_wait_for_completion(self, signum: int) -> None:
+        """Stop claiming; let running jobs finish within job_completion_wait, then cancel what is left."""
+        sig = signal.Signals(signum)
+        self._log_shutdown(sig, 'to be completed')
+        self.start_drain()
+
+    def _log_shutdown(self, sig: signal.Signals, what: str) -> None:
+        self._stop_reason = sig.name
         logger.info(
             'shutdown on %s ◆ %d jobs complete ◆ %d failed ◆ %d retries ◆ %d %s',
             sig.name,
@@ -747,7 +782,6 @@ class Worker(JobExecution):
             len(self.tasks),
             what,
         )
-        self.start_drain()
 
     @contextlib.contextmanager
     def _signal_handlers(self) -> Any:
