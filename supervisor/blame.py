@@ -11,7 +11,7 @@ created before the fork:
   which rarely lands inside the guilty step).
 
 Ids are stored as 16-byte digests, so a 10 KB job id costs the same as a short one. Writes are plain stores into
-the mapping: a handful of nanoseconds and one `getrusage` per step.
+the mapping: a handful of nanoseconds per step, and a `getrusage` after a long step or every 32nd short one.
 """
 
 from __future__ import annotations
@@ -23,9 +23,14 @@ import resource
 import struct
 from collections.abc import Callable, Coroutine, Generator, Iterable
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Any
 
 DIGEST_SIZE = 16
+#: the peak memory is read after every step this long (touching 32 MiB of new pages takes longer)...
+LONG_STEP_S = 0.0005
+#: ...and after every this many shorter ones
+SAMPLE_EVERY = 32
 #: the region: digest of the running job, then digest of the top memory grower and its growth in KiB
 _GROWER = struct.Struct(f'<{DIGEST_SIZE}sQ')
 REGION_SIZE = DIGEST_SIZE + _GROWER.size
@@ -67,6 +72,7 @@ class BlameRecorder:
         self.peak_kib = _peak_rss_kib()
         self.growth_kib: dict[bytes, int] = {}
         self.top: bytes = _IDLE
+        self.steps = 0
 
     def wrap(self, function: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
         """A job function whose coroutine records its steps; `ctx['job_id']` names the job."""
@@ -79,7 +85,12 @@ class BlameRecorder:
 
         return functools.update_wrapper(call, function)
 
-    def step_done(self, job: bytes) -> None:
+    def step_done(self, job: bytes, step_s: float) -> None:
+        # reading the peak (a getrusage system call) after every step cost more than the step of a short job; a step
+        # that grows memory enough to matter takes time to touch its pages, so short steps are sampled
+        self.steps += 1
+        if step_s < LONG_STEP_S and self.steps % SAMPLE_EVERY:
+            return
         peak = _peak_rss_kib()
         if peak <= self.peak_kib:
             return
@@ -130,13 +141,14 @@ class _Recorded:
         recorder = self._recorder
         recorder.region[_RUNNING] = self._job
         finished = True  # unless the step yields: StopIteration (it returned) or an exception ends the job
+        started = perf_counter()
         try:
             result = advance(*args)
             finished = False
             return result
         finally:
             recorder.region[_RUNNING] = _IDLE
-            recorder.step_done(self._job)
+            recorder.step_done(self._job, perf_counter() - started)
             if finished:
                 recorder.job_done(self._job)
 

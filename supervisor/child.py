@@ -38,6 +38,8 @@ logger = logging.getLogger('arq_supervise.child')
 #: the parent sends this to a child whose heartbeats stopped, to get its stack in the log before SIGKILL
 DUMP_SIGNAL = signal.SIGUSR2
 PR_SET_PDEATHSIG = 1
+#: messages to the parent are written together this often (ParentLink)
+FLUSH_AFTER_S = 0.02
 #: after a job settles, its counters reach the parent (and /metrics) this soon, not at the next heartbeat
 STATS_FLUSH_S = 0.1
 #: the function label of a job whose function this worker does not have: payloads must not mint new series
@@ -101,17 +103,42 @@ def _die_with_parent() -> None:
 
 
 class ParentLink:
-    """The child's end of its socket: JSON lines out, commands in. Writes never block the event loop."""
+    """The child's end of its socket: JSON lines out, commands in. Writes never block the event loop.
+
+    Messages are written together every FLUSH_AFTER_S: a busy child settles a batch of jobs every loop turn, and a
+    write (a system call, and a wake-up of the parent) per batch cost more than the jobs. Claims are written at once:
+    the parent blames a dead child's job only among the jobs it knows the child held.
+    """
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
+        self._pending: list[bytes] = []
+        self._flush_at: asyncio.TimerHandle | None = None
 
-    def send(self, message: protocol.ChildMessage) -> None:
-        if not self.writer.is_closing():
-            self.writer.write(protocol.encode(message))
+    def send(self, message: protocol.ChildMessage, *, now: bool = False) -> None:
+        """`now`: write at once (with what waits), e.g. a claim: if this job kills us, the parent must know we held it
+        to blame it."""
+        if self.writer.is_closing():
+            return
+        self._pending.append(protocol.encode(message))
+        if now:
+            if self._flush_at is not None:
+                self._flush_at.cancel()
+            self._write_pending()
+        elif self._flush_at is None:
+            self._flush_at = asyncio.get_running_loop().call_later(FLUSH_AFTER_S, self._write_pending)
+
+    def _write_pending(self) -> None:
+        self._flush_at = None
+        if self._pending and not self.writer.is_closing():
+            self.writer.write(b''.join(self._pending))
+        self._pending.clear()
 
     async def flush(self, timeout_s: float = 1.0) -> None:
+        if self._flush_at is not None:
+            self._flush_at.cancel()
+        self._write_pending()
         with contextlib.suppress(Exception):
             async with asyncio.timeout(timeout_s):
                 await self.writer.drain()
@@ -154,7 +181,7 @@ class SupervisedWorker(Worker):
         self.link.send(protocol.Ready())
 
     def _notify_claimed(self, job_ids: list[str]) -> None:
-        self.link.send(protocol.Claimed(tuple(job_ids)))
+        self.link.send(protocol.Claimed(tuple(job_ids)), now=True)
 
     def _notify_settled(self, job_ids: list[str]) -> None:
         # the counters ride along so the parent can recycle after exactly max-jobs-per-child jobs; the rest of a

@@ -79,7 +79,10 @@ class JobStats:
     def record(self, function: str, outcome: str, duration_s: float, lag_ms: int) -> None:
         by_outcome = self.outcomes.setdefault(function, {})
         by_outcome[outcome] = by_outcome.get(outcome, 0) + 1
-        self.durations.setdefault(function, Histogram(DURATION_BUCKETS)).observe(max(duration_s, 0.0))
+        durations = self.durations.get(function)
+        if durations is None:
+            durations = self.durations[function] = Histogram(DURATION_BUCKETS)
+        durations.observe(max(duration_s, 0.0))
         self.lag.observe(max(lag_ms, 0) / 1000)
 
     def count(self, function: str, outcome: str) -> None:
