@@ -5,11 +5,16 @@ worker is lost: that worker runs the job now, so the job is given up here and st
 by the fence anyway). A lease that lapsed while nobody else took the job (Redis was down for everyone) is taken
 again, and the job runs on.
 
-A lease that cannot be renewed is not given up by itself: from inside, a Redis that is down for everyone (no other
-worker can take the job, and stopping it would only run it twice) looks like a partition of this worker alone
-(another worker takes the job once the lease lapses). While renewals fail they are tried ten times a lease instead
-of three, so after a partition heals the loss is seen, and the job stopped, within a tenth of a lease: a job runs on
-two workers at once for at most the partition's length beyond the lease, plus that tenth.
+A lease that cannot be renewed is, by default, not given up by itself: from inside, a Redis that is down for
+everyone (no other worker can take the job, and stopping it would only run it twice) looks like a partition of this
+worker alone (another worker takes the job once the lease lapses). While renewals fail they are tried ten times a
+lease instead of three, so after a partition heals the loss is seen, and the job stopped, within a tenth of a lease:
+a job runs on two workers at once for at most the partition's length beyond the lease, plus that tenth.
+
+With `stop_unleased` a job whose renewals have failed for three quarters of its lease is stopped before the lease
+can lapse, so no job ever runs on two workers at once; the price is a second run of jobs that a Redis outage longer
+than that interrupted. A loop that stalled tries no renewal, so it gives nothing up: its first renewal after the stall
+decides (a supervisor renews its children's leases meanwhile).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from time import monotonic
 
 from .settle import is_transient
 
@@ -25,11 +31,14 @@ logger = logging.getLogger('arq.worker')
 #: renews the given leases (job id -> token); returns (lapsed leases taken again, ids another worker holds now)
 Refresh = Callable[[dict[str, str]], Awaitable[tuple[int, list[str]]]]
 
+#: with stop_unleased, a job whose lease has not been renewed for this fraction of it is stopped
+GIVE_UP_FRACTION = 0.75
+
 
 class LeaseKeeper:
     """
-    :param on_lost: called with a job id and why when its lease is found held by another worker; the caller stops
-      the job
+    :param on_lost: called with a job id and why when its lease is given up; the caller stops the job
+    :param stop_unleased: give up a lease whose renewals failed for GIVE_UP_FRACTION of it (see the module docstring)
     """
 
     def __init__(
@@ -37,18 +46,26 @@ class LeaseKeeper:
         refresh: Refresh,
         lease_s: float,
         on_lost: Callable[[str, str], None],
+        *,
+        stop_unleased: bool = False,
+        clock: Callable[[], float] = monotonic,
     ) -> None:
         self._refresh = refresh
         self.lease_s = lease_s
         self._on_lost = on_lost
+        self.stop_unleased = stop_unleased
+        self._clock = clock
         self.held: dict[str, str] = {}  # job id -> the token of its lease
+        self._renewed_at: dict[str, float] = {}  # job id -> when its lease was last known to be set
         self._failing = False
 
     def hold(self, job_id: str, token: str) -> None:
         self.held[job_id] = token
+        self._renewed_at[job_id] = self._clock()
 
     def drop(self, job_id: str) -> None:
         self.held.pop(job_id, None)
+        self._renewed_at.pop(job_id, None)
 
     async def run(self) -> None:
         """Renew until cancelled."""
@@ -59,8 +76,12 @@ class LeaseKeeper:
                 await self.renew()
 
     async def renew(self) -> None:
+        started = self._clock()  # before the call: Redis sets the new expiry later, never earlier
         try:
-            lapsed, lost = await self._refresh(dict(self.held))
+            # bounded: behind a silent partition a command waits for its socket timeout, and a lease must be given up
+            # before it can lapse
+            async with asyncio.timeout(self.lease_s / 6):
+                lapsed, lost = await self._refresh(dict(self.held))
         except Exception as e:
             if not is_transient(e):  # a bug or bad data: keep the task alive, the next turn tries again
                 logger.exception('unexpected error renewing job leases')
@@ -68,11 +89,21 @@ class LeaseKeeper:
             if not self._failing:
                 logger.warning('could not renew job leases: %s: %s', e.__class__.__name__, e)
             self._failing = True
+            if self.stop_unleased:
+                self._give_up_unrenewed(self._clock())
             return
         self._failing = False
+        for job_id in self.held:
+            self._renewed_at[job_id] = started
         if lapsed:
             logger.warning('%d job leases had lapsed (event loop blocked or Redis unreachable); renewed', lapsed)
         for job_id in lost:
             if job_id in self.held:
                 self.drop(job_id)
                 self._on_lost(job_id, 'held by another worker now')
+
+    def _give_up_unrenewed(self, now: float) -> None:
+        for job_id, renewed_at in list(self._renewed_at.items()):
+            if now - renewed_at >= self.lease_s * GIVE_UP_FRACTION:
+                self.drop(job_id)
+                self._on_lost(job_id, f'not renewed for {now - renewed_at:.1f}s, so it may run elsewhere soon')

@@ -118,8 +118,10 @@ class SettleBatcher:
             logger.warning('lease lost, result dropped: job %s is held by another worker or waits to run again',
                            job_id, extra={'job_id': job_id})  # fmt: skip
         for job_id in reply.gone:
-            if resent:  # most likely our own settle, applied before its reply was lost
-                logger.debug('job %s was settled already', job_id, extra={'job_id': job_id})
+            if resent:  # an earlier try may have been applied before the connection broke: we cannot tell
+                logger.warning('result dropped: job %s was settled already (by another worker whose lease it was, '
+                               'or by this settle before its reply was lost)', job_id,
+                               extra={'job_id': job_id})  # fmt: skip
             else:
                 logger.warning('lease lost, result dropped: job %s was finished by another worker', job_id,
                                extra={'job_id': job_id})  # fmt: skip

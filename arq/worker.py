@@ -159,6 +159,9 @@ class Worker(JobExecution):
       can recognise and release a dead child's leases
     :param recent_outcomes: also index the ids of this many recently finished jobs per queue and outcome
       (``arq:recent:<queue>:complete|failed``, kept an hour), for a dashboard; 0, the default, writes no such key
+    :param stop_unleased_jobs: cancel a running job whose lease could not be renewed for most of its length (a
+      partition): no job ever runs on two workers at once, but one that a Redis outage longer than that interrupts
+      runs again (see arq.leases)
     """
 
     def __init__(
@@ -199,6 +202,7 @@ class Worker(JobExecution):
         write_health_key: bool = True,
         worker_id: str | None = None,
         recent_outcomes: int = 0,
+        stop_unleased_jobs: bool = False,
     ):
         self.functions: dict[str, Function | CronJob] = {f.name: f for f in map(func, functions)}
         if queue_name is None:
@@ -265,7 +269,9 @@ class Worker(JobExecution):
         self.main_task: asyncio.Task[None] | None = None
         self._outages = RedisOutages()
 
-        self._leases = LeaseKeeper(self._refresh_leases, self.lease_ms / 1000, self._lease_lost)
+        self._leases = LeaseKeeper(
+            self._refresh_leases, self.lease_ms / 1000, self._lease_lost, stop_unleased=stop_unleased_jobs
+        )
         self._claims = 0
         self._claim_token: str | None = None
         self._cancelled_at: dict[str, float] = {}  # job id -> when its task was last cancelled

@@ -64,6 +64,9 @@ option = functools.partial(click.option, cls=EnvAwareOption)
 @option('--procs', type=click.IntRange(min=1), help='Worker processes.  [default: CPUs available]')
 @option('--burst', is_flag=True, help='Children exit when the queue is empty; then the supervisor exits.')
 @option('--fail-on-job-failure', is_flag=True, help='With --burst: exit 1 if any job failed.')
+@option('--stop-unleased-jobs', is_flag=True,
+        help='Stop a job whose lease could not be renewed for most of it (a partition): no job ever runs twice at '
+             'once, but a Redis outage longer than the lease runs the jobs it interrupted again.')  # fmt: skip
 @option('--check', is_flag=True, help='Exit 0 if the supervisor for SETTINGS is alive and all children ready.')
 @option('--status', is_flag=True, help='Print the state of every child, then exit as --check does.')
 @option('--live', is_flag=True,

@@ -73,6 +73,8 @@ class SupervisorConfig:
     procs: int = field(default_factory=available_cpus)
     burst: bool = False
     fail_on_job_failure: bool = False
+    #: children stop a job whose lease they could not renew for most of it (arq.leases): never two runs at once
+    stop_unleased_jobs: bool = False
     #: overrides the settings' job_completion_wait when given
     job_completion_wait_s: float | None = None
     max_jobs_per_child: int | None = None

@@ -283,6 +283,8 @@ class Roster:
             overrides['job_completion_wait'] = self.config.job_completion_wait_s
         if self.config.burst:
             overrides['burst'] = True
+        if self.config.stop_unleased_jobs:
+            overrides['stop_unleased_jobs'] = True
         return overrides
 
     def drain_child(self, child: Child, reason: StopReason, now: float) -> None:
