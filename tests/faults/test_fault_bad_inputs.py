@@ -125,19 +125,19 @@ class _Boom:
 
 
 PAYLOADS: dict[str, tuple[bytes, str]] = {
-    # name: (payload, what the failed result says)
+    # name: (payload, what the worker's log line says; the failed result reads `unable to deserialize job`, as arq's)
     'garbage-bytes': (b'\x00\xff\xfe garbage \x80\x81', 'unable to deserialize job'),
     'empty': (b'', 'unable to deserialize job'),
     'truncated-pickle': (pickle.dumps(_job(a=('x' * 1000,)))[:-40], 'unable to deserialize job'),
     'msgpack-for-a-pickle-worker': (msgpack.packb(_job(a=[0])), 'unable to deserialize job'),
     'json-for-a-pickle-worker': (b'{"t": 1, "f": "work", "a": [0], "k": {}, "et": 1}', 'unable to deserialize job'),
     'pickled-list-not-dict': (pickle.dumps([1, 2, 3]), 'unable to deserialize job'),
-    'missing-fields': (pickle.dumps({'f': 'work'}), "missing field 'a'"),
-    'function-name-not-str': (pickle.dumps(_job(f=42)), 'function name is int'),
+    'missing-fields': (pickle.dumps({'f': 'work'}), "KeyError: 'a'"),
+    'function-name-not-str': (pickle.dumps(_job(f=42)), 'function name is a int, not a str'),
     'args-not-a-sequence': (pickle.dumps(_job(a={'x': 1})), 'args must be a sequence'),
     'kwargs-not-a-dict': (pickle.dumps(_job(k=[1, 2])), 'kwargs a dict'),
     'enqueue-time-not-a-number': (pickle.dumps(_job(et='yesterday')), 'malformed enqueue time'),
-    'job-try-not-an-int': (pickle.dumps(_job(t='first')), 'malformed enqueue time or job try'),
+    'job-try-not-an-int': (pickle.dumps(_job(t='first')), "or job try 'first'"),
     'pickle-of-a-missing-class': (b'cno_such_module\nThing\n)\x81.', 'unable to deserialize job'),
     'pickle-that-raises-on-load': (pickle.dumps(_job(a=(_Boom(),))), 'unable to deserialize job'),
 }
@@ -154,7 +154,9 @@ def test_bad_payload_fails_that_job_with_a_result_that_says_so(shared: Shared, n
     message = f'{type(result["r"]).__name__}: {result["r"]}'
     print(f'{name}: {message}')
     assert result['s'] is False
-    assert expected in message
+    assert str(result['r']) == 'unable to deserialize job', message
+    logged = [line for line in shared.fleet.log().splitlines() if f'deserializing job {job_id} failed' in line]
+    assert logged and expected in logged[-1], logged
     assert not r.exists(f'ledger:runs:{job_id}'), 'a job with a bad payload ran'
     shared.assert_unharmed(job_id)
 
@@ -469,7 +471,7 @@ def test_wrong_redis_fails_the_boot_with_the_reason(
     finally:
         close()
     output = done.stdout + done.stderr
-    [halt] = [line for line in output.splitlines() if 'children failed to boot' in line]
+    halt = [line for line in output.splitlines() if 'children failed to boot' in line][-1]  # the last line says it
     print(f'{name}: exit {done.returncode} after {took_s:.1f}s: {halt.split("last error: ")[-1]}')
     assert done.returncode == 3
     assert REDIS_CASES[name] in halt
