@@ -147,13 +147,13 @@ class JobReleaser:
                              _times(row.deaths))  # fmt: skip
 
     def _failure(self, row: contract.Released, message: str) -> tuple[contract.Settlement, str]:
-        from arq.jobs import SerializationError, deserialize_job_raw, serialize_result
+        from arq.jobs import SerializationError, deserialize_job_for_worker, serialize_result
         from arq.worker import JobExecutionFailed
 
         function, args, kwargs, enqueue_ms = '<unknown>', (), dict[str, Any](), 0
         if row.payload is not None:
             try:
-                function, args, kwargs, _, enqueue_ms = deserialize_job_raw(
+                function, args, kwargs, _, enqueue_ms = deserialize_job_for_worker(
                     row.payload, deserializer=self.settings.job_deserializer
                 )
             except SerializationError as e:

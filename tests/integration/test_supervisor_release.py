@@ -211,3 +211,16 @@ def test_a_poison_failure_wakes_result_waiters_and_is_indexed(
     pubsub.close()
     assert message is not None and message['channel'] == b'arq:done:poison', 'no job-done notification'
     assert sync_redis.zscore(f'arq:recent:{queue_name}:failed', 'poison') is not None
+
+
+def test_a_payload_with_a_function_name_of_the_wrong_type_still_fails_the_job(
+    redis_server: RedisServer, redis_db: int, sync_redis: redis.Redis, queue_name: str
+) -> None:
+    _claimed_job(sync_redis, queue_name, 'odd')
+    sync_redis.set('arq:job:odd', pickle.dumps({'t': 1, 'f': ['not', 'a', 'name'], 'a': (), 'k': {}, 'et': 1}))
+    sync_redis.set('arq:deaths:odd', 1)
+    [failed] = _releaser(_settings(redis_server, redis_db, queue_name)).release(
+        ['odd'], death='killed by SIGKILL', count_death=True, worker_id='w1'
+    )
+    assert failed.outcome == 'failed'
+    assert pickle.loads(sync_redis.get('arq:result:odd'))['f'] == '<unknown>'  # type: ignore[arg-type]
