@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import importlib
 import logging
@@ -103,3 +104,15 @@ def import_string(dotted_path: str) -> Any:
         return getattr(module, class_name)
     except AttributeError as e:
         raise ImportError(f'Module "{module_path}" does not define a "{class_name}" attribute') from e
+
+
+def reraise_if_cancelling() -> None:
+    """
+    Raise CancelledError if the current task was asked to stop.
+
+    Closing a redis-py connection while a cancellation unwinds can raise a ConnectionError that replaces the
+    CancelledError; a retry loop catching it would then carry on forever, ignoring the cancel.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError()

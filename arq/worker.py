@@ -14,12 +14,10 @@ import inspect
 import logging
 import signal
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Any, cast
 from uuid import uuid4
 
-from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from . import contract, scripts
@@ -35,17 +33,18 @@ from .constants import (
     health_check_key_suffix,
     in_progress_key_prefix,
     job_key_prefix,
-    nudge_channel_prefix,
 )
 from .constants import keep_cronjob_progress as keep_cronjob_progress  # arq's worker module had it; users import it
 from .contract import Claim, Settlement
 from .cron import CronJob, local_timezone
-from .jobs import Deserializer, JobResult, Serializer
+from .functions import FailedJobs, Function, _positive_seconds, func
+from .jobs import Deserializer, Serializer
 from .leases import LeaseKeeper
+from .nudges import NudgeListener
 from .outages import RedisOutages
 from .settle import SettleBatcher
 from .typing import SecondsTimedelta, StartupShutdown, WorkerCoroutine
-from .utils import import_string, timestamp_ms, to_seconds, to_unix_ms
+from .utils import reraise_if_cancelling, timestamp_ms, to_seconds, to_unix_ms
 
 __all__ = [
     'Function',
@@ -69,80 +68,6 @@ _TRANSIENT = (RedisError, OSError, asyncio.TimeoutError)
 _BACKOFF_START_S, _BACKOFF_MAX_S = 0.1, 5.0
 # a cancelled job still running after this long is cancelled again
 _RECANCEL_AFTER_S = 2.0
-
-
-@dataclass
-class Function:
-    name: str
-    coroutine: WorkerCoroutine
-    timeout_s: float | None
-    keep_result_s: float | None
-    keep_result_forever: bool | None
-    max_tries: int | None
-
-
-def func(
-    coroutine: str | Function | WorkerCoroutine,
-    *,
-    name: str | None = None,
-    keep_result: SecondsTimedelta | None = None,
-    timeout: SecondsTimedelta | None = None,
-    keep_result_forever: bool | None = None,
-    max_tries: int | None = None,
-) -> Function:
-    """
-    Wrapper for a job function which lets you configure more settings.
-
-    :param coroutine: coroutine function to call, can be a string to import
-    :param name: name for function, if None, ``coroutine.__qualname__`` is used
-    :param keep_result: duration to keep the result for, if 0 the result is not kept
-    :param keep_result_forever: whether to keep results forever, if None use Worker default, wins over ``keep_result``
-    :param timeout: maximum time the job should take
-    :param max_tries: maximum number of tries allowed for the function, use 1 to prevent retrying
-    """
-    if isinstance(coroutine, Function):
-        return coroutine
-    if isinstance(coroutine, str):
-        name = name or coroutine
-        coroutine_ = import_string(coroutine)
-    else:
-        coroutine_ = coroutine
-    if not inspect.iscoroutinefunction(coroutine_):
-        raise RuntimeError(f'{coroutine_!r} is not a coroutine function: job functions must be defined with async def')
-    if max_tries is not None and max_tries < 1:
-        raise ValueError(f'max_tries must be at least 1, got {max_tries}')
-    return Function(
-        name=name or coroutine_.__qualname__,
-        coroutine=coroutine_,
-        timeout_s=_positive_seconds(timeout, 'timeout'),
-        keep_result_s=to_seconds(keep_result, 'keep_result'),
-        keep_result_forever=keep_result_forever,
-        max_tries=max_tries,
-    )
-
-
-def _positive_seconds(value: SecondsTimedelta | None, name: str) -> float | None:
-    seconds = to_seconds(value, name)
-    if seconds is not None and seconds <= 0:
-        raise ValueError(f'{name} must be positive, got {value!r}')
-    return seconds
-
-
-class FailedJobs(RuntimeError):
-    def __init__(self, count: int, job_results: list[JobResult]):
-        self.count = count
-        self.job_results = job_results
-
-    def __str__(self) -> str:
-        if self.count == 1 and self.job_results:
-            return f'1 job failed {self.job_results[0].result!r}'
-        return f'{self.count} jobs failed:\n' + '\n'.join(repr(r.result) for r in self.job_results)
-
-    def __repr__(self) -> str:
-        return f'<{self}>'
-
-
-FailedJobs.__module__ = 'arq.worker'
 
 
 class Worker(JobExecution):
@@ -294,8 +219,7 @@ class Worker(JobExecution):
         self._last_abort_poll = 0.0
         self._closed = False
         self._background: list[asyncio.Task[None]] = []
-        self._background_stopped = False
-        self._nudge_pubsub: PubSub | None = None
+        self._nudges: NudgeListener | None = None
 
     # --- public state, for arq's API and for a supervisor's heartbeats ---
 
@@ -379,11 +303,12 @@ class Worker(JobExecution):
         if self.on_startup:
             await self.on_startup(self.ctx)
         self._notify_ready()
-        await self._subscribe_to_nudges()
+        self._nudges = NudgeListener(self.pool, self.queue_name, self._wake_up, lambda: self._free_slots() > 0)
+        await self._nudges.subscribe()
         with self._signal_handlers():
             self._background = [
                 asyncio.create_task(self._leases.run()),
-                asyncio.create_task(self._listen_for_nudges()),
+                asyncio.create_task(self._nudges.run()),
             ]
             try:
                 await self._poll_loop()
@@ -392,13 +317,15 @@ class Worker(JobExecution):
                 await self._stop_background()
 
     async def _stop_background(self) -> None:
-        self._background_stopped = True
+        if self._nudges is not None:
+            self._nudges.stopped = True
         for task in self._background:
             task.cancel()
         _, pending = await asyncio.wait(self._background, timeout=0.5)
         # redis-py can swallow a cancellation that lands while a pub/sub connection is being set up (only after a
         # reconnect here): closing the connection unblocks the listener, and the wait is bounded either way
-        await self._close_nudges()
+        if self._nudges is not None:
+            await self._nudges.close()
         if pending:
             await asyncio.wait(pending, timeout=1.0)
 
@@ -406,7 +333,7 @@ class Worker(JobExecution):
         backoff = _BACKOFF_START_S
         while not self._should_exit():
             # main() was cancelled, but redis-py swallowed the CancelledError (it can while a connection is set up)
-            _reraise_if_cancelling()
+            reraise_if_cancelling()
             try:
                 await self._iteration()
             except _TRANSIENT as e:
@@ -574,45 +501,6 @@ class Worker(JobExecution):
         task = self.job_tasks.get(job_id)
         if task is not None:
             self._cancel_job(job_id, task)
-
-    async def _subscribe_to_nudges(self) -> None:
-        """Subscribe to our queue's nudge channel; on failure the listener tries again later."""
-        pubsub = self.pool.pubsub(ignore_subscribe_messages=True)
-        try:
-            await pubsub.subscribe(nudge_channel_prefix + self.queue_name)
-        except _TRANSIENT as e:
-            logger.debug('could not subscribe to nudges: %s', e)
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
-            return
-        self._nudge_pubsub = pubsub
-        cast(asyncio.Event, self._wake).set()  # something may have been enqueued while unsubscribed
-
-    async def _listen_for_nudges(self) -> None:
-        """Wake the poll loop when a job is enqueued (our enqueue_job publishes), so pickup does not wait."""
-        backoff = _BACKOFF_START_S
-        while not self._background_stopped:
-            try:
-                if self._nudge_pubsub is None:
-                    await self._subscribe_to_nudges()
-                if self._nudge_pubsub is None:
-                    raise ConnectionError('not subscribed')
-                async for message in self._nudge_pubsub.listen():
-                    backoff = _BACKOFF_START_S
-                    if message['type'] == 'message' and self._free_slots():
-                        cast(asyncio.Event, self._wake).set()
-            except _TRANSIENT as e:
-                _reraise_if_cancelling()
-                logger.debug('nudge subscription lost: %s; resubscribing in %0.1fs', e, backoff)
-                await self._close_nudges()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX_S)
-
-    async def _close_nudges(self) -> None:
-        pubsub, self._nudge_pubsub = self._nudge_pubsub, None
-        if pubsub is not None:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _poll_aborts(self) -> None:
         now = asyncio.get_running_loop().time()
@@ -841,18 +729,6 @@ class Worker(JobExecution):
             f'<Worker j_complete={self.jobs_complete} j_failed={self.jobs_failed} j_retried={self.jobs_retried} '
             f'j_ongoing={len(self.tasks)}>'
         )
-
-
-def _reraise_if_cancelling() -> None:
-    """
-    Raise CancelledError if the current task was asked to stop.
-
-    Closing a redis-py connection while a cancellation unwinds can raise a ConnectionError that replaces the
-    CancelledError; a retry loop catching it would then carry on forever, ignoring the cancel.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError()
 
 
 def health_check_line(now: datetime, complete: int, failed: int, retried: int, ongoing: int, queued: int) -> str:

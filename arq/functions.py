@@ -1,0 +1,87 @@
+"""Job functions as the worker sees them (`func()`), and the error `Worker.run_check` raises.
+
+Part of arq.worker's public names (imported there, as arq has them).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+from .jobs import JobResult
+from .typing import SecondsTimedelta, WorkerCoroutine
+from .utils import import_string, to_seconds
+
+
+@dataclass
+class Function:
+    name: str
+    coroutine: WorkerCoroutine
+    timeout_s: float | None
+    keep_result_s: float | None
+    keep_result_forever: bool | None
+    max_tries: int | None
+
+
+def func(
+    coroutine: str | Function | WorkerCoroutine,
+    *,
+    name: str | None = None,
+    keep_result: SecondsTimedelta | None = None,
+    timeout: SecondsTimedelta | None = None,
+    keep_result_forever: bool | None = None,
+    max_tries: int | None = None,
+) -> Function:
+    """
+    Wrapper for a job function which lets you configure more settings.
+
+    :param coroutine: coroutine function to call, can be a string to import
+    :param name: name for function, if None, ``coroutine.__qualname__`` is used
+    :param keep_result: duration to keep the result for, if 0 the result is not kept
+    :param keep_result_forever: whether to keep results forever, if None use Worker default, wins over ``keep_result``
+    :param timeout: maximum time the job should take
+    :param max_tries: maximum number of tries allowed for the function, use 1 to prevent retrying
+    """
+    if isinstance(coroutine, Function):
+        return coroutine
+    if isinstance(coroutine, str):
+        name = name or coroutine
+        coroutine_ = import_string(coroutine)
+    else:
+        coroutine_ = coroutine
+    if not inspect.iscoroutinefunction(coroutine_):
+        raise RuntimeError(f'{coroutine_!r} is not a coroutine function: job functions must be defined with async def')
+    if max_tries is not None and max_tries < 1:
+        raise ValueError(f'max_tries must be at least 1, got {max_tries}')
+    return Function(
+        name=name or coroutine_.__qualname__,
+        coroutine=coroutine_,
+        timeout_s=_positive_seconds(timeout, 'timeout'),
+        keep_result_s=to_seconds(keep_result, 'keep_result'),
+        keep_result_forever=keep_result_forever,
+        max_tries=max_tries,
+    )
+
+
+def _positive_seconds(value: SecondsTimedelta | None, name: str) -> float | None:
+    seconds = to_seconds(value, name)
+    if seconds is not None and seconds <= 0:
+        raise ValueError(f'{name} must be positive, got {value!r}')
+    return seconds
+
+
+class FailedJobs(RuntimeError):
+    def __init__(self, count: int, job_results: list[JobResult]):
+        self.count = count
+        self.job_results = job_results
+
+    def __str__(self) -> str:
+        if self.count == 1 and self.job_results:
+            return f'1 job failed {self.job_results[0].result!r}'
+        return f'{self.count} jobs failed:\n' + '\n'.join(repr(r.result) for r in self.job_results)
+
+    def __repr__(self) -> str:
+        return f'<{self}>'
+
+
+FailedJobs.__module__ = 'arq.worker'
