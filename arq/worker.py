@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 
 from . import contract, scripts
 from ._execution import JobExecution, JobExecutionFailed, Retry, RetryJob
+from .aborts import RECANCEL_AFTER_S, AbortWatcher
 from .connections import ArqRedis, RedisSettings, create_pool, log_redis_info
 from .constants import (
     abort_entry_max_age_ms,
@@ -66,8 +67,6 @@ logger = logging.getLogger('arq.worker')
 # Redis errors that mean "back off and try again", never "die"
 _TRANSIENT = (RedisError, OSError, asyncio.TimeoutError)
 _BACKOFF_START_S, _BACKOFF_MAX_S = 0.1, 5.0
-# a cancelled job still running after this long is cancelled again
-_RECANCEL_AFTER_S = 2.0
 
 
 class Worker(JobExecution):
@@ -189,7 +188,9 @@ class Worker(JobExecution):
         self.jobs_started = 0
         self.job_tasks: dict[str, asyncio.Task[Any]] = {}  # job id -> the task running the job function
         self.tasks: dict[str, asyncio.Task[None]] = {}  # job id -> the task running the job's whole life
-        self.aborting_tasks: set[str] = set()
+        # only running jobs can be aborted: the abort set is read at most every poll_delay (within 50 ms to 0.5 s)
+        self._aborts = AbortWatcher(self.job_tasks, self._requested_aborts, min(max(self.poll_delay_s, 0.05), 0.5))
+        self.aborting_tasks = self._aborts.aborting
         self.allow_pick_jobs = True
         self.main_task: asyncio.Task[None] | None = None
         self._outages = RedisOutages()
@@ -199,7 +200,6 @@ class Worker(JobExecution):
         )
         self._claims = 0
         self._claim_token: str | None = None
-        self._cancelled_at: dict[str, float] = {}  # job id -> when its task was last cancelled
         self._settler = SettleBatcher(
             self._write_settlements,
             self._left,
@@ -216,7 +216,6 @@ class Worker(JobExecution):
         self._last_health_check = 0.0
         self._last_health_check_log: str | None = None
         self._last_health_line: str | None = None
-        self._last_abort_poll = 0.0
         self._closed = False
         self._background: list[asyncio.Task[None]] = []
         self._nudges: NudgeListener | None = None
@@ -354,11 +353,11 @@ class Worker(JobExecution):
             await self._sleep_unless_woken(self._next_wait_s())
 
     async def _iteration(self) -> None:
-        if self._cancelled_at:
-            self._recancel_stragglers()
+        if self._aborts.cancelled_at:
+            self._aborts.recancel_stragglers()
         await self._claim_jobs()
         if self.allow_abort_jobs:
-            await self._poll_aborts()
+            await self._aborts.poll()
         await self._record_health()
         if self.cron_jobs and await self._run_cron():
             self._queued = None  # a cron job was just enqueued: a burst worker must not stop before running it
@@ -491,6 +490,10 @@ class Worker(JobExecution):
 
     # --- leases, nudges, aborts ---
 
+    async def _requested_aborts(self) -> list[str]:
+        args: list[Any] = [timestamp_ms(), abort_entry_max_age_ms, job_key_prefix, in_progress_key_prefix]
+        return [raw.decode() for raw in await self._abort_script(keys=[abort_jobs_ss], args=args)]
+
     async def _refresh_leases(self, held: dict[str, str]) -> tuple[int, list[str]]:
         keys, args = contract.refresh_args(self.queue_name, self.lease_ms, held)
         return contract.parse_refresh(await self._refresh_script(keys=keys, args=args))
@@ -500,45 +503,7 @@ class Worker(JobExecution):
         logger.warning('lease lost: job %s is %s; cancelling it here', job_id, why, extra={'job_id': job_id})
         task = self.job_tasks.get(job_id)
         if task is not None:
-            self._cancel_job(job_id, task)
-
-    async def _poll_aborts(self) -> None:
-        now = asyncio.get_running_loop().time()
-        if now - self._last_abort_poll < min(max(self.poll_delay_s, 0.05), 0.5):
-            return
-        self._last_abort_poll = now
-        ids = await self._abort_script(
-            keys=[abort_jobs_ss],
-            args=[timestamp_ms(), abort_entry_max_age_ms, job_key_prefix, in_progress_key_prefix],
-        )
-        for raw_id in ids:
-            job_id = raw_id.decode()
-            task = self.job_tasks.get(job_id)
-            if task is not None and job_id not in self.aborting_tasks:
-                self.aborting_tasks.add(job_id)
-                self._cancel_job(job_id, task)
-
-    def _cancel_job(self, job_id: str, task: asyncio.Task[Any]) -> None:
-        self._cancelled_at[job_id] = asyncio.get_running_loop().time()
-        task.cancel()
-
-    def _recancel_stragglers(self) -> None:
-        """
-        Cancel again a job still running a while after it was cancelled (aborted, or stopped by a shutdown).
-
-        redis-py can swallow a CancelledError that lands while it sets up a connection, and a job that awaits Redis in
-        a loop would then run on as if never cancelled.
-        """
-        now = asyncio.get_running_loop().time()
-        for job_id, at in list(self._cancelled_at.items()):
-            task = self.job_tasks.get(job_id)
-            if task is None or task.done():
-                del self._cancelled_at[job_id]
-            elif now - at >= _RECANCEL_AFTER_S:
-                logger.warning(
-                    'job %s still running %.1fs after it was cancelled; cancelling it again', job_id, now - at
-                )
-                self._cancel_job(job_id, task)
+            self._aborts.cancel(job_id, task)
 
     # --- health and cron ---
 
@@ -632,7 +597,7 @@ class Worker(JobExecution):
         if self.job_tasks:
             logger.info('%s: cancelling %d running jobs, they will be run again', why, len(self.job_tasks))
         for job_id, task in self.job_tasks.items():
-            self._cancel_job(job_id, task)
+            self._aborts.cancel(job_id, task)
 
     def _wake_up(self) -> None:
         if self._wake is not None:
@@ -693,8 +658,8 @@ class Worker(JobExecution):
 
     async def _wait_for_jobs(self) -> None:
         while self.tasks:
-            await asyncio.wait(self.tasks.values(), timeout=_RECANCEL_AFTER_S)
-            self._recancel_stragglers()
+            await asyncio.wait(self.tasks.values(), timeout=RECANCEL_AFTER_S)
+            self._aborts.recancel_stragglers()
 
     async def close(self) -> None:
         """Wait for running jobs to settle, run on_shutdown, remove our health line and close the pool."""
