@@ -38,14 +38,16 @@ from .constants import (
 from .constants import keep_cronjob_progress as keep_cronjob_progress  # arq's worker module had it; users import it
 from .contract import Claim, Settlement
 from .cron import CronJob, local_timezone
+from .cron_scheduler import enqueue_due
 from .functions import FailedJobs, Function, _positive_seconds, func
+from .health import HealthRecorder
 from .jobs import Deserializer, Serializer
 from .leases import LeaseKeeper
 from .nudges import NudgeListener
 from .outages import RedisOutages
 from .settle import SettleBatcher
 from .typing import SecondsTimedelta, StartupShutdown, WorkerCoroutine
-from .utils import reraise_if_cancelling, timestamp_ms, to_seconds, to_unix_ms
+from .utils import reraise_if_cancelling, timestamp_ms, to_seconds
 
 __all__ = [
     'Function',
@@ -213,9 +215,12 @@ class Worker(JobExecution):
         self._stop_reason = 'request'
         self._queued: int | None = None
         self._next_score: int | None = None
-        self._last_health_check = 0.0
-        self._last_health_check_log: str | None = None
-        self._last_health_line: str | None = None
+        self._health = HealthRecorder(
+            self.health_check_key,
+            self.queue_name,
+            self.health_check_interval,
+            lambda: (self.jobs_complete, self.jobs_failed, self.jobs_retried, len(self.tasks)),
+        )
         self._closed = False
         self._background: list[asyncio.Task[None]] = []
         self._nudges: NudgeListener | None = None
@@ -508,62 +513,16 @@ class Worker(JobExecution):
     # --- health and cron ---
 
     async def _record_health(self) -> None:
-        if not self.write_health_key:
-            return
-        now = asyncio.get_running_loop().time()
-        if self._last_health_check and now - self._last_health_check < self.health_check_interval:
-            return
-        self._last_health_check = now
-        queued = await self.pool.zcard(self.queue_name)
-        info = health_check_line(
-            datetime.now(), self.jobs_complete, self.jobs_failed, self.jobs_retried, len(self.tasks), queued
-        )
-        await self.pool.psetex(self.health_check_key, int((self.health_check_interval + 1) * 1000), info.encode())
-        self._last_health_line = info
-        # as arq: the first record is not logged, later ones only when the counters changed
-        log_suffix = info[info.index('j_complete=') :]
-        if self._last_health_check_log is not None and self._last_health_check_log != log_suffix:
-            logger.info('recording health: %s', info)
-        self._last_health_check_log = log_suffix
+        if self.write_health_key:
+            await self._health.record(self.pool, asyncio.get_running_loop().time())
 
     async def _run_cron(self) -> int:
         """Enqueue the cron jobs that are due; returns how many were enqueued."""
         return await self.run_cron(datetime.now(tz=self.timezone), max(self.poll_delay_s, 0.5))
 
     async def run_cron(self, n: datetime, delay: float, num_windows: int = 2) -> int:
-        """
-        Enqueue the cron jobs due before `n` + `num_windows` × `delay` seconds (arq's signature); returns how many.
-
-        :param n: now, in the worker's timezone
-        :param delay: the poll window in seconds
-        """
-        # compare instants, not wall clocks: datetimes sharing a zone compare by wall time, ignoring DST's fold
-        now_ts = n.timestamp()
-        cutoff_ts = now_ts + delay * num_windows
-        enqueues = []
-        for cron_job in self.cron_jobs:
-            if cron_job.next_run is None:
-                if cron_job.run_at_startup:
-                    cron_job.next_run = n
-                else:
-                    cron_job.calculate_next(n)
-                    continue
-            next_run = cron_job.next_run
-            if next_run.timestamp() < cutoff_ts:
-                if cron_job.job_id:
-                    job_id: str | None = cron_job.job_id
-                else:
-                    job_id = f'{cron_job.name}:{to_unix_ms(next_run)}' if cron_job.unique else None
-                defer_until = next_run if next_run.timestamp() > now_ts else None
-                enqueues.append(
-                    self.pool.enqueue_job(
-                        cron_job.name, _job_id=job_id, _queue_name=self.queue_name, _defer_until=defer_until
-                    )
-                )
-                cron_job.calculate_next(next_run)
-        if enqueues:
-            await asyncio.gather(*enqueues)
-        return len(enqueues)
+        """Enqueue the cron jobs due before `n` + `num_windows` × `delay` seconds (arq's signature)."""
+        return await enqueue_due(self.pool, self.cron_jobs, self.queue_name, n, delay, num_windows)
 
     # --- stopping ---
 
@@ -683,25 +642,14 @@ class Worker(JobExecution):
         self._pool = None
 
     async def _delete_health_line(self) -> None:
-        """Delete the health key only if it is still our line: another worker on the queue may be alive (arq #291)."""
-        if not self.write_health_key or self._last_health_line is None:
-            return
-        with contextlib.suppress(*_TRANSIENT):
-            await self.pool.eval(scripts.DELETE_IF_EQUAL, 1, self.health_check_key, self._last_health_line)
+        if self.write_health_key:
+            await self._health.delete(self.pool)
 
     def __repr__(self) -> str:
         return (
             f'<Worker j_complete={self.jobs_complete} j_failed={self.jobs_failed} j_retried={self.jobs_retried} '
             f'j_ongoing={len(self.tasks)}>'
         )
-
-
-def health_check_line(now: datetime, complete: int, failed: int, retried: int, ongoing: int, queued: int) -> str:
-    """arq's health line, e.g. ``Nov-28 21:45:26 j_complete=2 j_failed=1 j_retried=1 j_ongoing=2 queued=3``."""
-    return (
-        f'{now:%b-%d %H:%M:%S} j_complete={complete} j_failed={failed} j_retried={retried} '
-        f'j_ongoing={ongoing} queued={queued}'
-    )
 
 
 def get_kwargs(settings_cls: Any) -> dict[str, Any]:

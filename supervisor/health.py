@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from arq.constants import health_check_key_suffix, supervisor_key_prefix
-from arq.worker import health_check_line as arq_health_line
+from arq.health import health_check_line as arq_health_line
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,59 @@
+"""The worker's health record: arq's `<queue>:health-check` line, written every `health_check_interval`."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from redis.exceptions import RedisError
+
+from . import scripts
+from .connections import ArqRedis
+
+logger = logging.getLogger('arq.worker')
+
+#: (complete, failed, retried, ongoing) now
+Counters = Callable[[], tuple[int, int, int, int]]
+
+
+def health_check_line(now: datetime, complete: int, failed: int, retried: int, ongoing: int, queued: int) -> str:
+    """arq's health line, e.g. ``Nov-28 21:45:26 j_complete=2 j_failed=1 j_retried=1 j_ongoing=2 queued=3``."""
+    return (
+        f'{now:%b-%d %H:%M:%S} j_complete={complete} j_failed={failed} j_retried={retried} '
+        f'j_ongoing={ongoing} queued={queued}'
+    )
+
+
+class HealthRecorder:
+    def __init__(self, key: str, queue_name: str, interval_s: float, counters: Counters) -> None:
+        self.key = key
+        self.queue_name = queue_name
+        self.interval_s = interval_s
+        self.counters = counters
+        self._last_at = 0.0
+        self._last_logged: str | None = None
+        self.last_line: str | None = None
+
+    async def record(self, pool: ArqRedis, now: float) -> None:
+        """Write the line if `interval_s` has passed since the last one (`now`: the loop's clock)."""
+        if self._last_at and now - self._last_at < self.interval_s:
+            return
+        self._last_at = now
+        queued = await pool.zcard(self.queue_name)
+        line = health_check_line(datetime.now(), *self.counters(), queued)
+        await pool.psetex(self.key, int((self.interval_s + 1) * 1000), line.encode())
+        self.last_line = line
+        # as arq: the first record is not logged, later ones only when the counters changed
+        counters = line[line.index('j_complete=') :]
+        if self._last_logged is not None and self._last_logged != counters:
+            logger.info('recording health: %s', line)
+        self._last_logged = counters
+
+    async def delete(self, pool: ArqRedis) -> None:
+        """Delete the key only if it is still our line: another worker on the queue may be alive (arq #291)."""
+        if self.last_line is None:
+            return
+        with contextlib.suppress(RedisError, OSError):
+            await pool.eval(scripts.DELETE_IF_EQUAL, 1, self.key, self.last_line)
