@@ -77,7 +77,7 @@ def test_a_failing_demo_stops_its_redis_server_and_says_why_in_one_line(tmp_path
     assert code == 1, out
     last = out.strip().splitlines()[-1]
     assert last.startswith('demo failed: the supervisor exited with code 2 before it was ready: Error: '), out
-    assert "'--heartbeat-timeout'" in last
+    assert 'ARQ_SUPERVISE_HEARTBEAT_TIMEOUT' in last  # the environment variable the bad value came from
     assert 'FATAL' not in out and 'Traceback' not in out
     pids = started_pids(out)
     assert len(pids) == 2, out

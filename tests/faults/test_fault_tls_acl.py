@@ -222,7 +222,7 @@ def test_tls_or_acl_mismatch_fails_the_boot_with_the_reason(
     fleet = fleets(tls_redis.port, client=_client(tls_redis, certificates))
     fleet.start('--procs', '1', settings=fleet.write_jobs(redis_settings=_source(settings)))
     assert fleet.wait(timeout=40) == 3
-    [halt] = [line for line in fleet.log().splitlines() if 'children failed to boot' in line]
+    halt = [line for line in fleet.log().splitlines() if 'children failed to boot' in line][-1]  # the last line
     print(f'{case}: {halt.split("last error: ")[-1]}')
     assert expected in halt
     assert PASSWORD not in fleet.log()
