@@ -6,6 +6,7 @@ Payload shapes are arq 0.26.3's: a job is the dict ``t f a k et``, a result adds
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import pickle
 import warnings
@@ -15,15 +16,13 @@ from datetime import datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from redis.asyncio.client import PubSub
-
 from .constants import (
     default_queue_name,
     in_progress_key_prefix,
-    job_done_channel_prefix,
     job_key_prefix,
     result_key_prefix,
 )
+from .results import result_watch
 from .utils import ms_to_datetime, timestamp_ms
 
 if TYPE_CHECKING:
@@ -121,13 +120,11 @@ class Job:
             warnings.warn(message, DeprecationWarning, stacklevel=2)
             poll_delay = pole_delay
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
-        async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-            await pubsub.subscribe(job_done_channel_prefix + self.job_id)
+        watch = result_watch(self._redis)  # shared by every waiter of this client: a few connections for thousands
+        done = await watch.watch(self.job_id)
+        try:
             while True:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    pipe.zscore(self._queue_name, self.job_id)
-                    pipe.get(result_key_prefix + self.job_id)
-                    s, v = await pipe.execute()
+                s, v = await watch.read(self.job_id, self._queue_name)
                 if v:
                     return _unpack_result(deserialize_result(v, deserializer=self._deserializer))
                 if s is None:
@@ -135,7 +132,9 @@ class Job:
                         'Not waiting for job result because the job is not in queue. '
                         'Is the worker function configured to keep result?'
                     )
-                await _wait_for_message(pubsub, poll_delay, deadline)
+                await _wait_for_done(done, poll_delay, deadline)
+        finally:
+            await watch.unwatch(self.job_id, done)
 
     async def info(self) -> JobDef | None:
         """All information on a job, including its result if it's available; does not wait for the result."""
@@ -208,16 +207,18 @@ def _unpack_result(info: JobResult) -> Any:
     raise SerializationError(info.result)
 
 
-async def _wait_for_message(pubsub: PubSub, poll_delay: float, deadline: float | None) -> None:
-    """Wait for a job-done notification, at most `poll_delay`, raising TimeoutError past `deadline`."""
-    loop = asyncio.get_running_loop()
+async def _wait_for_done(done: asyncio.Event, poll_delay: float, deadline: float | None) -> None:
+    """Wait for the job-done notification, at most `poll_delay`, raising TimeoutError past `deadline`."""
     wait_s = poll_delay
     if deadline is not None:
-        remaining = deadline - loop.time()
+        remaining = deadline - asyncio.get_running_loop().time()
         if remaining <= 0:
             raise TimeoutError()
         wait_s = min(wait_s, remaining)
-    await pubsub.get_message(timeout=max(wait_s, 0.0))
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(wait_s):
+            await done.wait()
+    done.clear()
 
 
 def serialize_job(
