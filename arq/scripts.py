@@ -19,6 +19,47 @@ redis.call('PUBLISH', ARGV[5], ARGV[3])
 return 1
 """
 
+# Enqueue many jobs in one round trip, each exactly as ENQUEUE does (uniqueness per id: no job and no result with it),
+# and nudge each queue that got a job once. ARGV: job prefix, result prefix, nudge channel prefix, then the jobs packed
+# in one string: per job six fields (id, queue, expires ms, payload, score, '1' if the id is a fresh random one that
+# needs no uniqueness check), each a 4-byte big-endian length and its bytes (one argument, not six per job: packing
+# tens of thousands of arguments cost more than the enqueue).
+# Returns per job 1 (enqueued) or 0 (the id was taken, also by an earlier job of the same call).
+ENQUEUE_MANY = """
+local blob, pos = ARGV[4], 1
+local function field()
+  local size, start = struct.unpack('>I4', blob, pos)
+  pos = start + size
+  return string.sub(blob, start, pos - 1)
+end
+local out, added = {}, {}
+while pos <= #blob do
+  local id, queue, expires, payload, score, fresh = field(), field(), field(), field(), field(), field()
+  local job_key, result_key = ARGV[1] .. id, ARGV[2] .. id
+  if fresh ~= '1' and redis.call('EXISTS', job_key, result_key) ~= 0 then
+    out[#out + 1] = 0
+  else
+    redis.call('PSETEX', job_key, expires, payload)
+    local entries = added[queue]
+    if not entries then
+      entries = {}
+      added[queue] = entries
+    end
+    entries[#entries + 1] = score
+    entries[#entries + 1] = id
+    out[#out + 1] = 1
+  end
+end
+-- one ZADD per queue (in slices: unpack has a limit), then one nudge
+for queue, entries in pairs(added) do
+  for start = 1, #entries, 2000 do
+    redis.call('ZADD', queue, unpack(entries, start, math.min(start + 1999, #entries)))
+  end
+  redis.call('PUBLISH', ARGV[3] .. queue, entries[1])
+end
+return out
+"""
+
 # Claim up to `want` due jobs for this worker and start them: take the in-progress key as a lease (SET PX, on ids
 # whose key an MGET found absent), read the payload and bump the try counter exactly as arq's start transaction does.
 # The lease's value is the claim's token (`<worker id>:<claim number>`): published arq only ever checks that key with
