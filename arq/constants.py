@@ -22,8 +22,9 @@ retry_counter_ttl_s = 88_400
 abort_entry_max_age_ms = 60_000
 
 # --- our own keys and channels (arq ignores them) ---
-# PUBLISHed on enqueue so idle workers claim at once instead of waiting out poll_delay
-nudge_channel_prefix = 'arq:nudge:'
+# `arq:wake:<queue>`: a list of wake tokens pushed on enqueue; an idle worker blocks on it (BLPOP), so one enqueue wakes
+# one worker at once instead of waiting out poll_delay
+wake_list_prefix = 'arq:wake:'
 # PUBLISHed when a job finishes so Job.result() wakes without polling
 job_done_channel_prefix = 'arq:done:'
 # how many times a worker process died while holding this job (written by the supervisor)

@@ -18,12 +18,12 @@ from .constants import (
     job_deaths_key_prefix,
     job_done_channel_prefix,
     job_key_prefix,
-    nudge_channel_prefix,
     recent_outcomes_key_prefix,
     recent_outcomes_ttl_ms,
     result_key_prefix,
     retry_counter_ttl_s,
     retry_key_prefix,
+    wake_list_prefix,
 )
 
 #: `keep_result_ms` and a settlement's `result_px` say "keep the result forever" with this one value
@@ -77,6 +77,7 @@ def claim_args(
     args = [
         now_ms, lease_ms, want, read_limit, retry_counter_ttl_s, int(check_abort), job_key_prefix,
         in_progress_key_prefix, retry_key_prefix, abort_jobs_ss, claim_record_prefix + worker_id, token, int(recover),
+        wake_list_prefix + queue,
     ]  # fmt: skip
     return [queue], args
 
@@ -202,7 +203,7 @@ def release_args(
     prefix = worker_prefix(worker_id) if worker_id is not None else ''
     scan_limit = scan_limit if worker_id is not None else 0
     args: list[Any] = [
-        prefix, int(count_death), max_deaths, deaths_ttl_ms, nudge_channel_prefix + queue,
+        prefix, int(count_death), max_deaths, deaths_ttl_ms, wake_list_prefix + queue,
         in_progress_key_prefix, job_deaths_key_prefix, job_key_prefix, retry_key_prefix, scan_limit, now_ms,
         *job_ids,
     ]  # fmt: skip

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import uuid4
 
-from .constants import job_key_prefix, nudge_channel_prefix, result_key_prefix
+from .constants import job_key_prefix, result_key_prefix, wake_list_prefix
 from .jobs import Serializer, serialize_job
 from .utils import timestamp_ms, to_ms, to_unix_ms
 
@@ -71,7 +71,7 @@ class Prepared:
         return [job_key_prefix + self.job_id, result_key_prefix + self.job_id, self.queue_name]
 
     def args(self) -> list[Any]:
-        return [self.expires_ms, self.payload, self.score, self.job_id, nudge_channel_prefix + self.queue_name]
+        return [self.expires_ms, self.payload, self.score, self.job_id, wake_list_prefix + self.queue_name]
 
 
 def prepare(
@@ -125,7 +125,7 @@ def bulk_args(chunk: Sequence[Prepared]) -> list[Any]:
         ):
             parts.append(_LENGTH.pack(len(value)))
             parts.append(value)
-    return [job_key_prefix, result_key_prefix, nudge_channel_prefix, b''.join(parts)]
+    return [job_key_prefix, result_key_prefix, wake_list_prefix, b''.join(parts)]
 
 
 def random_ids(n: int) -> list[str]:

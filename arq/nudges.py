@@ -1,75 +1,75 @@
-"""Waking idle workers: our enqueue_job publishes on the queue's nudge channel, so pickup does not wait a poll."""
+"""Waking idle workers at once: our enqueue pushes a token on the queue's wake list, and an idle worker blocks on it.
+
+Each token wakes one worker (BLPOP hands an element to one waiting client), so an enqueue wakes one idle worker, not
+every one of them: eight idle children used to send eight claims for every job enqueued. A worker with no free slot
+does not wait on the list, so tokens go to workers that can take the job. Jobs enqueued by the published arq push no
+token: they are picked up at the worker's poll.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
-from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from .connections import ArqRedis
-from .constants import nudge_channel_prefix
+from .constants import wake_list_prefix
 from .utils import reraise_if_cancelling
 
 logger = logging.getLogger('arq.worker')
 
 _BACKOFF_START_S, _BACKOFF_MAX_S = 0.1, 5.0
-#: what makes the listener resubscribe, never die
+#: what makes the listener wait and try again, never die
 _TROUBLE = (RedisError, OSError, asyncio.TimeoutError)
+#: the longest one BLPOP blocks (so a stop, or a free slot's end, is seen)
+BLOCK_S = 1
 
 
-class NudgeListener:
+class WakeListener:
     """
     :param wake: wakes the worker's loop
-    :param wanted: whether a nudge is of use now (the worker has a free slot)
+    :param wanted: whether the worker can take a job now (a free slot)
     """
 
     def __init__(self, pool: ArqRedis, queue_name: str, wake: Callable[[], None], wanted: Callable[[], bool]) -> None:
         self.pool = pool
-        self.channel = nudge_channel_prefix + queue_name
+        self.key = wake_list_prefix + queue_name
         self.wake = wake
         self.wanted = wanted
         self.stopped = False
-        self._pubsub: PubSub | None = None
+        self._slot_freed = asyncio.Event()
 
-    async def subscribe(self) -> None:
-        """Subscribe to the nudge channel; on failure `run` tries again later."""
-        pubsub = self.pool.pubsub(ignore_subscribe_messages=True)
-        try:
-            await pubsub.subscribe(self.channel)
-        except _TROUBLE as e:
-            logger.debug('could not subscribe to nudges: %s', e)
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
-            return
-        self._pubsub = pubsub
-        self.wake()  # something may have been enqueued while unsubscribed
+    def slot_freed(self) -> None:
+        """The worker finished a job: it may take one again."""
+        self._slot_freed.set()
 
     async def run(self) -> None:
-        """Wake the loop on every nudge while it wants one; resubscribe with backoff when the connection drops."""
+        """Take wake tokens while the worker can take jobs; back off while Redis fails."""
         backoff = _BACKOFF_START_S
         while not self.stopped:
+            if not self.wanted():
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
             try:
-                if self._pubsub is None:
-                    await self.subscribe()
-                if self._pubsub is None:
-                    raise ConnectionError('not subscribed')
-                async for message in self._pubsub.listen():
-                    backoff = _BACKOFF_START_S
-                    if message['type'] == 'message' and self.wanted():
-                        self.wake()
+                token = await self.pool.blpop([self.key], timeout=BLOCK_S)
             except _TROUBLE as e:
                 reraise_if_cancelling()
-                logger.debug('nudge subscription lost: %s; resubscribing in %0.1fs', e, backoff)
-                await self.close()
+                logger.debug('waiting for wake tokens failed: %s; again in %0.1fs', e, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                continue
+            backoff = _BACKOFF_START_S
+            if token is not None:
+                await self._woken()
 
-    async def close(self) -> None:
-        pubsub, self._pubsub = self._pubsub, None
-        if pubsub is not None:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+    async def _woken(self) -> None:
+        if self.wanted():
+            self.wake()
+            return
+        try:  # every slot filled meanwhile: give the token to another worker
+            await self.pool.rpush(self.key, '1')
+        except _TROUBLE as e:
+            logger.debug('could not hand a wake token back: %s', e)

@@ -7,25 +7,44 @@ from prefixes passed as arguments (fine on a single Redis or Sentinel; arq's lay
 
 from __future__ import annotations
 
-# KEYS: job key, result key, queue. ARGV: expires ms, payload, score, job id, nudge channel.
+# Waking idle workers: an enqueue pushes a token on the queue's wake list (`arq:wake:<queue>`), on which idle workers
+# of ours block (BLPOP). Each token wakes exactly one worker, so one job wakes one worker, not every idle one (a herd
+# of claims). The list is capped and expires; a claim that finds no more due jobs deletes it (stale tokens).
+WAKE = """
+local function wake(key, n)
+  for _ = 1, math.min(n, 100) do
+    redis.call('RPUSH', key, '1')
+  end
+  redis.call('LTRIM', key, -1000, -1)
+  redis.call('PEXPIRE', key, 60000)
+end
+"""
+
+# KEYS: job key, result key, queue. ARGV: expires ms, payload, score, job id, wake list.
 # Returns 1 when enqueued, 0 when a job or result with this id already exists (arq's uniqueness rule).
-ENQUEUE = """
+ENQUEUE = (
+    WAKE
+    + """
 if redis.call('EXISTS', KEYS[1], KEYS[2]) ~= 0 then
   return 0
 end
 redis.call('PSETEX', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
-redis.call('PUBLISH', ARGV[5], ARGV[3])
+wake(ARGV[5], 1)
 return 1
 """
+)
 
 # Enqueue many jobs in one round trip, each exactly as ENQUEUE does (uniqueness per id: no job and no result with it),
-# and nudge each queue that got a job once. ARGV: job prefix, result prefix, nudge channel prefix, then the jobs packed
+# and wake as many idle workers of each queue as it got jobs. ARGV: job prefix, result prefix, wake list prefix, then
+# the jobs packed
 # in one string: per job six fields (id, queue, expires ms, payload, score, '1' if the id is a fresh random one that
 # needs no uniqueness check), each a 4-byte big-endian length and its bytes (one argument, not six per job: packing
 # tens of thousands of arguments cost more than the enqueue).
 # Returns per job 1 (enqueued) or 0 (the id was taken, also by an earlier job of the same call).
-ENQUEUE_MANY = """
+ENQUEUE_MANY = (
+    WAKE
+    + """
 local blob, pos = ARGV[4], 1
 local function field()
   local size, start = struct.unpack('>I4', blob, pos)
@@ -50,15 +69,16 @@ while pos <= #blob do
     out[#out + 1] = 1
   end
 end
--- one ZADD per queue (in slices: unpack has a limit), then one nudge
+-- one ZADD per queue (in slices: unpack has a limit), then the wake tokens
 for queue, entries in pairs(added) do
   for start = 1, #entries, 2000 do
     redis.call('ZADD', queue, unpack(entries, start, math.min(start + 1999, #entries)))
   end
-  redis.call('PUBLISH', ARGV[3] .. queue, entries[1])
+  wake(ARGV[3] .. queue, #entries / 2)
 end
 return out
 """
+)
 
 # Claim up to `want` due jobs for this worker and start them: take the in-progress key as a lease (SET PX, on ids
 # whose key an MGET found absent), read the payload and bump the try counter exactly as arq's start transaction does.
@@ -67,7 +87,7 @@ return out
 # claim record (its last token and ids, kept for one lease) lets a worker whose claim reply was lost send the same
 # token again with `recover` set and get those jobs back, instead of leaving them leased to no one.
 # KEYS: queue. ARGV: now ms, lease ms, want, read limit, retry ttl s, check abort (1/0),
-#   job prefix, in-progress prefix, retry prefix, abort set, claim record key, token, recover (1/0).
+#   job prefix, in-progress prefix, retry prefix, abort set, claim record key, token, recover (1/0), wake list.
 # Returns {queued count, next future score or false, then per claimed job: id, payload or false, try, score,
 #   1 if an abort had been requested before it started}.
 CLAIM = """
@@ -141,6 +161,9 @@ while claimed < want and offset < limit * 10 do
     break
   end
   offset = offset + chunk
+end
+if claimed < want then
+  redis.call('DEL', ARGV[14])  -- no due job is left unclaimed: the wake tokens are stale
 end
 if claimed > 0 then
   redis.call('DEL', record_key)
@@ -287,10 +310,12 @@ return renewed
 # key may be another worker's. Counting the death (when there is evidence against the job) may make it poison; the
 # caller then fails it through SETTLE with the token returned. Besides the ids the parent knew of, the head of the
 # queue is searched for leases of the dead worker (a worker that died between a claim and telling its parent).
-# KEYS: queue. ARGV: worker prefix, count this death (1/0), max deaths, deaths ttl ms, nudge channel,
+# KEYS: queue. ARGV: worker prefix, count this death (1/0), max deaths, deaths ttl ms, wake list,
 #   in-progress prefix, deaths prefix, job prefix, retry prefix, scan limit, now ms, then job ids.
 # Returns one {id, code, deaths, payload, try, token} per job held: code 1 released, 2 to be failed by the caller.
-RELEASE = """
+RELEASE = (
+    WAKE
+    + """
 local queue, owner = KEYS[1], ARGV[1]
 local count, max_deaths, deaths_ttl, nudge = ARGV[2] == '1', tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local ip_p, deaths_p, job_p, retry_p, limit = ARGV[6], ARGV[7], ARGV[8], ARGV[9], tonumber(ARGV[10])
@@ -337,10 +362,11 @@ for _, id in ipairs(head) do
   end
 end
 if #out > 0 then
-  redis.call('PUBLISH', nudge, '')
+  wake(nudge, #out)
 end
 return out
 """
+)
 
 # Ask for an abort, as arq does: a deferred job is made due now (score 1) so a worker sees the request soon.
 # KEYS: queue, abort set. ARGV: job id, now ms.

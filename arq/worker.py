@@ -2,7 +2,7 @@
 
 Compatible with arq 0.26.3 on the wire and in its API. Inside it differs: jobs are claimed in batches by one Lua
 script, settled in batches by another, the in-progress key is a lease refreshed while the job runs, idle workers
-wake on a nudge published by enqueue_job, and a Redis error in the loop means back off and carry on.
+wake on a token enqueue_job pushes (arq/nudges.py), and a Redis error in the loop means back off and carry on.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from .functions import FailedJobs, Function, _positive_seconds, func
 from .health import HealthRecorder
 from .jobs import Deserializer, Serializer
 from .leases import LeaseKeeper
-from .nudges import NudgeListener
+from .nudges import WakeListener
 from .outages import RedisOutages
 from .settle import SettleBatcher
 from .typing import SecondsTimedelta, StartupShutdown, WorkerCoroutine
@@ -223,7 +223,7 @@ class Worker(JobExecution):
         )
         self._closed = False
         self._background: list[asyncio.Task[None]] = []
-        self._nudges: NudgeListener | None = None
+        self._waker: WakeListener | None = None
 
     # --- public state, for arq's API and for a supervisor's heartbeats ---
 
@@ -307,12 +307,11 @@ class Worker(JobExecution):
         if self.on_startup:
             await self.on_startup(self.ctx)
         self._notify_ready()
-        self._nudges = NudgeListener(self.pool, self.queue_name, self._wake_up, lambda: self._free_slots() > 0)
-        await self._nudges.subscribe()
+        self._waker = WakeListener(self.pool, self.queue_name, self._wake_up, lambda: self._free_slots() > 0)
         with self._signal_handlers():
             self._background = [
                 asyncio.create_task(self._leases.run()),
-                asyncio.create_task(self._nudges.run()),
+                asyncio.create_task(self._waker.run()),
             ]
             try:
                 await self._poll_loop()
@@ -321,15 +320,13 @@ class Worker(JobExecution):
                 await self._stop_background()
 
     async def _stop_background(self) -> None:
-        if self._nudges is not None:
-            self._nudges.stopped = True
+        if self._waker is not None:
+            self._waker.stopped = True
         for task in self._background:
             task.cancel()
         _, pending = await asyncio.wait(self._background, timeout=0.5)
-        # redis-py can swallow a cancellation that lands while a pub/sub connection is being set up (only after a
-        # reconnect here): closing the connection unblocks the listener, and the wait is bounded either way
-        if self._nudges is not None:
-            await self._nudges.close()
+        # redis-py can swallow a cancellation that lands while a connection is being set up (only after a reconnect
+        # here): the wait is bounded either way
         if pending:
             await asyncio.wait(pending, timeout=1.0)
 
@@ -474,6 +471,8 @@ class Worker(JobExecution):
             del self.tasks[job_id]
         if self._wake is not None:
             self._wake.set()
+        if self._waker is not None:
+            self._waker.slot_freed()
 
     # --- settling ---
 
