@@ -24,7 +24,7 @@ from arq_supervise.leases import LeaseKeeper
 from arq_supervise.metrics import MetricsServer
 from arq_supervise.metrics import render as render_metrics
 from arq_supervise.notify import sd_notify
-from arq_supervise.parent_redis import BoundedRedisLink
+from arq_supervise.parent_redis import CONNECT_TIMEOUT_S, BoundedRedisLink
 from arq_supervise.process import ForkedProcesses, Processes, StopReason
 from arq_supervise.release import JobReleaser, ReleaseQueue
 from arq_supervise.reload import SettingsCheck, forget_application_modules
@@ -101,7 +101,11 @@ class Arbiter:
         self.metrics: MetricsServer | None = None
         self.latency = LoopLatency()
         self.signals = SignalQueue()
-        self.redis = redis or BoundedRedisLink(settings.redis_settings)
+        self.redis = redis or BoundedRedisLink(
+            settings.redis_settings,
+            command_timeout_s=config.parent_redis_timeout_s,
+            connect_timeout_s=max(CONNECT_TIMEOUT_S, 4 * config.parent_redis_timeout_s),
+        )
         self.releases = ReleaseQueue(JobReleaser(self.redis, settings), retry_for_s=config.effective_lease_s / 2)
         self.leases = LeaseKeeper(self.redis, config.effective_lease_s)
         self.pid = os.getpid()

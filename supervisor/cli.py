@@ -64,6 +64,9 @@ option = functools.partial(click.option, cls=EnvAwareOption)
 @option('--procs', type=click.IntRange(min=1), help='Worker processes.  [default: CPUs available]')
 @option('--burst', is_flag=True, help='Children exit when the queue is empty; then the supervisor exits.')
 @option('--fail-on-job-failure', is_flag=True, help='With --burst: exit 1 if any job failed.')
+@option('--parent-redis-timeout', 'parent_redis_timeout_s', type=click.FloatRange(min=0, min_open=True, max=5),
+        default=0.05, help="Seconds one of the parent's Redis commands may hold its loop; raise it for a Redis far "
+                           'away (a round trip near or above 50 ms).  [default: 0.05]')  # fmt: skip
 @option('--stop-unleased-jobs', is_flag=True,
         help='Stop a job whose lease could not be renewed for most of it (a partition): no job ever runs twice at '
              'once, but a Redis outage longer than the lease runs the jobs it interrupted again.')  # fmt: skip

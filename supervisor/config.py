@@ -75,6 +75,8 @@ class SupervisorConfig:
     fail_on_job_failure: bool = False
     #: children stop a job whose lease they could not renew for most of it (arq.leases): never two runs at once
     stop_unleased_jobs: bool = False
+    #: the longest one Redis command of the parent may hold its loop (parent_redis); raise it for a distant Redis
+    parent_redis_timeout_s: float = 0.05
     #: overrides the settings' job_completion_wait when given
     job_completion_wait_s: float | None = None
     max_jobs_per_child: int | None = None
@@ -129,6 +131,10 @@ class SupervisorConfig:
             raise ConfigError('--heartbeat-timeout must exceed two heartbeat intervals')
         if self.max_boot_failures < 1:
             raise ConfigError('max_boot_failures must be at least 1')
+        if not 0 < self.parent_redis_timeout_s <= 5:
+            raise ConfigError(
+                f'--parent-redis-timeout must be above 0 and at most 5 s, not {self.parent_redis_timeout_s}'
+            )
         if self.effective_lease_s < MIN_LEASE_S:
             # the parent renews its children's leases every second: a shorter lease could lapse between two renewals
             raise ConfigError(f'the lease must be at least {MIN_LEASE_S:g}s, not {self.effective_lease_s:g}s')
