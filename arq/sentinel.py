@@ -41,6 +41,8 @@ import redis.asyncio.sentinel
 import redis.sentinel
 from redis.exceptions import ConnectionError, RedisError
 
+from .utils import reraise_if_cancelling
+
 logger = logging.getLogger('arq.sentinel')
 
 Address = tuple[str, int]
@@ -149,10 +151,16 @@ class AsyncFollower:
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            # bounded: redis-py can swallow a cancellation that lands while it connects (or authenticates), and a
+            # pool's close must not hang on it
+            _, pending = await asyncio.wait(tasks, timeout=1.0)
+            for task in pending:
+                task.cancel()
 
     async def _follow(self, source: int, client: redis.asyncio.Redis) -> None:
         while True:
+            reraise_if_cancelling()
             pubsub = client.pubsub()
             try:
                 await pubsub.psubscribe(*PATTERNS)

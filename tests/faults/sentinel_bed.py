@@ -28,6 +28,8 @@ class SentinelBed:
     directory: Path
     #: extra config lines for both data nodes (e.g. `min-replicas-to-write 1`)
     node_config: tuple[str, ...] = ()
+    #: sentinels that require this password (of their clients and of each other)
+    sentinel_password: str | None = None
     nodes: list[RedisServer] = field(default_factory=list)
     sentinel_ports: list[int] = field(default_factory=list)
     sentinels: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -54,7 +56,9 @@ class SentinelBed:
                 f'sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}\n'
                 f'sentinel failover-timeout {MASTER_NAME} {FAILOVER_TIMEOUT_MS}\n'
                 f'sentinel parallel-syncs {MASTER_NAME} 1\n'
-            )
+                + (f'requirepass {self.sentinel_password}\nsentinel sentinel-pass {self.sentinel_password}\n'
+                   if self.sentinel_password else '')
+            )  # fmt: skip
             self.sentinel_ports.append(port)
             command = [redis_server_binary(), str(config), '--sentinel']
             self.sentinels.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
@@ -66,6 +70,8 @@ class SentinelBed:
         return [('127.0.0.1', port) for port in self.sentinel_ports]
 
     def settings(self, **kwargs: object) -> RedisSettings:
+        if self.sentinel_password:
+            kwargs.setdefault('sentinel_kwargs', {'password': self.sentinel_password})
         return RedisSettings(host=self.hosts, sentinel=True, sentinel_master=MASTER_NAME, **kwargs)  # type: ignore[arg-type]
 
     def settings_source(self) -> str:
@@ -73,7 +79,8 @@ class SentinelBed:
         return f'RedisSettings(host={self.hosts!r}, sentinel=True, sentinel_master={MASTER_NAME!r})'
 
     def sentinel_client(self, i: int = 0) -> redis.Redis:
-        return redis.Redis(port=self.sentinel_ports[i], decode_responses=True, socket_timeout=5)
+        return redis.Redis(port=self.sentinel_ports[i], decode_responses=True, socket_timeout=5,
+                           password=self.sentinel_password)  # fmt: skip
 
     def master_port(self) -> int:
         """The master's port as the sentinels' majority see it."""

@@ -33,8 +33,8 @@ def sentinel_beds(tmp_path: Path) -> Iterator[Callable[..., SentinelBed]]:
     """`sentinel_beds(*node_config)` starts a bed (config lines for both data nodes); teardown stops every process."""
     made: list[SentinelBed] = []
 
-    def make(*node_config: str) -> SentinelBed:
-        bed = SentinelBed(tmp_path / f'bed-{len(made)}', node_config=node_config)
+    def make(*node_config: str, sentinel_password: str | None = None) -> SentinelBed:
+        bed = SentinelBed(tmp_path / f'bed-{len(made)}', node_config=node_config, sentinel_password=sentinel_password)
         made.append(bed)
         return bed.start()
 
@@ -182,3 +182,29 @@ def test_sentinel_failover_with_min_replicas_to_write_costs_a_stall(
     )  # fmt: skip
     assert not result.lost and not result.leaked_in_progress and not result.failed
     assert figures['results_without_run_record'] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+async def test_sentinels_that_need_a_password_work_through_sentinel_kwargs(
+    sentinel_beds: Callable[..., SentinelBed],
+) -> None:
+    """`RedisSettings(sentinel_kwargs={'password': ...})` reaches every Sentinel client: workers' and clients' pools
+    and the supervisor parent's; without it the sentinels refuse, with a clear error."""
+    from arq.connections import create_pool
+    from arq_supervise.release import sync_client
+
+    bed = sentinel_beds(sentinel_password='sentinel-secret')
+    pool = await create_pool(bed.settings())
+    try:
+        job = await pool.enqueue_job('work', 0.01, _job_id='through-sentinels')
+        assert job is not None
+    finally:
+        await pool.aclose()
+    parent = sync_client(bed.settings())
+    try:
+        assert parent.exists('arq:job:through-sentinels') == 1
+    finally:
+        parent.close()
+    with pytest.raises(redis.RedisError):
+        await create_pool(bed.settings(sentinel_kwargs={}, conn_retries=0))
