@@ -114,11 +114,17 @@ def cleanup_leftovers() -> list[str]:
     return removed
 
 
+def which(command: str) -> str | None:
+    """`shutil.which`, also in the sbin directories: a user's plain PATH (/usr/local/bin:/usr/bin:/bin) has none."""
+    path = os.pathsep.join([os.environ.get('PATH', ''), '/usr/local/sbin', '/usr/sbin', '/sbin'])
+    return shutil.which(command, path=path)
+
+
 def probe_namespaces() -> None:
     """Raise Refused (with the reason) unless this process may create a namespace and a veth pair."""
     if os.geteuid() != 0:
         raise Refused('network namespaces need root (ip netns add)')
-    if shutil.which('ip') is None:
+    if which('ip') is None:
         raise Refused('the ip command (iproute2) is not installed')
     name = f'aqn{os.getpid()}xprobe'
     try:
@@ -134,7 +140,7 @@ def probe_namespaces() -> None:
 
 def iptables_command() -> list[str]:
     """An iptables that works in a fresh namespace, installed from the Debian package if missing (as root)."""
-    if not (shutil.which('iptables') or shutil.which('iptables-legacy')) and shutil.which('apt-get'):
+    if not (which('iptables') or which('iptables-legacy')) and shutil.which('apt-get'):
         env = {**os.environ, 'DEBIAN_FRONTEND': 'noninteractive'}
         subprocess.run(['apt-get', 'update', '-qq'], capture_output=True, env=env, timeout=300)
         subprocess.run(['apt-get', 'install', '-y', '-qq', '--no-install-recommends', 'iptables'],
@@ -143,7 +149,7 @@ def iptables_command() -> list[str]:
     ip('netns', 'add', name, check=False)
     try:
         for candidate in ('iptables', 'iptables-legacy'):
-            path = shutil.which(candidate)
+            path = which(candidate)
             if path and in_netns(name, path, '-w', '-S', check=False).returncode == 0:
                 return [path, '-w']
     finally:
