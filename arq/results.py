@@ -93,6 +93,7 @@ class ResultWatch:
                 for event in self._events.get(channel.decode() if isinstance(channel, bytes) else channel, ()):
                     event.set()
         pubsub, self._pubsub = self._pubsub, None
+        self._reader = None  # a waiter arriving while this one closes starts a reader of its own
         if pubsub is not None:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
