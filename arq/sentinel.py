@@ -151,12 +151,18 @@ class AsyncFollower:
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
-        if tasks:
-            # bounded: redis-py can swallow a cancellation that lands while it connects (or authenticates), and a
-            # pool's close must not hang on it
-            _, pending = await asyncio.wait(tasks, timeout=1.0)
+        if not tasks:
+            return
+        # bounded: redis-py can swallow a cancellation that lands while it connects (or authenticates), and a pool's
+        # close must not hang on it; closing the sentinel connections unblocks such a task, cancelled again
+        _, pending = await asyncio.wait(tasks, timeout=1.0)
+        if pending:
+            for client in self.pool.sentinel_manager.sentinels:
+                with contextlib.suppress(Exception):
+                    await client.connection_pool.disconnect()
             for task in pending:
                 task.cancel()
+            await asyncio.wait(pending, timeout=1.0)
 
     async def _follow(self, source: int, client: redis.asyncio.Redis) -> None:
         while True:
