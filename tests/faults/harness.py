@@ -359,10 +359,20 @@ class Run:
 
 @dataclass
 class Kill:
-    """A fault that may make jobs run again: the pids it killed, and when."""
+    """A fault that may make jobs run again: the pids it killed, and when.
+
+    `at` is taken just before the fault, `done_at` (when known) just after it: the test's thread can lose the GIL to
+    the producer thread between the two for milliseconds, and a victim may start (and record) a job in that window.
+    """
 
     pids: frozenset[int]
     at: float
+    done_at: float = 0.0
+
+    @property
+    def certain_at(self) -> float:
+        """A time by which the fault had surely struck."""
+        return max(self.at, self.done_at)
 
 
 @dataclass
@@ -513,7 +523,7 @@ class Ledger:
             for job_id in ids:
                 runs = all_runs[job_id]
                 for before, after in zip(runs, runs[1:], strict=False):
-                    if before.pid in kill.pids and before.at <= kill.at <= after.at:
+                    if before.pid in kill.pids and before.at <= kill.certain_at and kill.at <= after.at:
                         delays.append(after.at - kill.at)
         late_try = [job_id for job_id in ids if all_runs[job_id] and all_runs[job_id][0].job_try > 1]
         leaked = self.in_progress_keys() if expect_drained else []
@@ -526,7 +536,7 @@ class Ledger:
 
 def _kill_of(run: Run, kills: list[Kill]) -> Kill | None:
     for kill in kills:
-        if run.pid in kill.pids and run.at <= kill.at:
+        if run.pid in kill.pids and run.at <= kill.certain_at:
             return kill
     return None
 

@@ -54,7 +54,7 @@ def test_sigkill_a_random_child_every_2s_loses_nothing(
         victim = rng.choice(victims)
         at = time.time()
         os.kill(victim, signal.SIGKILL)
-        kills.append(Kill(frozenset({victim}), at))
+        kills.append(Kill(frozenset({victim}), at, time.time()))
 
     ids = load.stop()
     elapsed = time.monotonic() - started

@@ -52,7 +52,7 @@ def test_random_sigkills_fail_no_innocent_long_job(
             victim = rng.choice(victims)
             at = time.time()
             os.kill(victim, signal.SIGKILL)
-            kills.append(Kill(frozenset({victim}), at))
+            kills.append(Kill(frozenset({victim}), at, time.time()))
 
     ids = load.stop()
     drain_s = ledger.wait_all_done(ids, timeout=90, context=fleet)
