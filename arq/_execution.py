@@ -11,7 +11,8 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from .constants import keep_cronjob_progress, retry_counter_ttl_s, retry_key_prefix
-from .contract import FAILURE, KEEP_FOREVER_MS, REQUEUE, REQUEUE_GIVE_BACK, SUCCESS, Claim, Settlement
+from .contract import FAILURE, REQUEUE, REQUEUE_GIVE_BACK, SUCCESS, Claim, Settlement
+from .functions import keep_result_ms
 from .jobs import SerializationError, describe_with_cause, deserialize_job_for_worker, serialize_result
 from .typing import SecondsTimedelta
 from .utils import args_to_string, ms_to_datetime, timestamp_ms, to_ms, truncate
@@ -353,22 +354,6 @@ class JobExecution:
             )
             return e
         return None
-
-
-def keep_result_ms(keep_result_s: float, keep_result_forever: bool, function: Function | CronJob | None) -> int | None:
-    """
-    How long to keep a job's result in ms, the function's settings winning over the worker's: None stores none,
-    KEEP_FOREVER_MS keeps it forever (arq sent the invalid `PX 0` there).
-    """
-    if function is not None:
-        if function.keep_result_forever is not None:
-            keep_result_forever = function.keep_result_forever
-        if function.keep_result_s is not None:
-            keep_result_s = function.keep_result_s
-    if keep_result_forever:
-        return KEEP_FOREVER_MS
-    keep_ms = int(keep_result_s * 1000)
-    return keep_ms if keep_ms > 0 else None
 
 
 async def _call_with_timeout(

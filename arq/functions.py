@@ -7,10 +7,15 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from .contract import KEEP_FOREVER_MS
 from .jobs import JobResult
 from .typing import SecondsTimedelta, WorkerCoroutine
 from .utils import import_string, to_seconds
+
+if TYPE_CHECKING:
+    from .cron import CronJob
 
 
 @dataclass
@@ -68,6 +73,22 @@ def _positive_seconds(value: SecondsTimedelta | None, name: str) -> float | None
     if seconds is not None and seconds <= 0:
         raise ValueError(f'{name} must be positive, got {value!r}')
     return seconds
+
+
+def keep_result_ms(keep_result_s: float, keep_result_forever: bool, function: Function | CronJob | None) -> int | None:
+    """
+    How long to keep a job's result in ms, the function's settings winning over the worker's: None stores none,
+    KEEP_FOREVER_MS keeps it forever (arq sent the invalid `PX 0` there).
+    """
+    if function is not None:
+        if function.keep_result_forever is not None:
+            keep_result_forever = function.keep_result_forever
+        if function.keep_result_s is not None:
+            keep_result_s = function.keep_result_s
+    if keep_result_forever:
+        return KEEP_FOREVER_MS
+    keep_ms = int(keep_result_s * 1000)
+    return keep_ms if keep_ms > 0 else None
 
 
 class FailedJobs(RuntimeError):

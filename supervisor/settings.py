@@ -51,7 +51,7 @@ class WorkerSettings:
 
     def keep_result_ms(self, function_name: str | None) -> int | None:
         """How long the worker keeps this function's result: None stores none, 0 keeps it forever (as arq.worker)."""
-        from arq._execution import keep_result_ms
+        from arq.functions import keep_result_ms
         from arq.worker import func
 
         functions = {f.name: f for f in map(func, self.worker_kwargs.get('functions') or ())}
