@@ -1,4 +1,7 @@
-"""Redis settings, the ArqRedis client (enqueue and queue inspection), and pool creation with retries."""
+"""Redis settings, the ArqRedis client (enqueue and queue inspection), and pool creation with retries.
+
+The settings become redis-py options in one place, :mod:`arq.clients`, shared with synchronous clients.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +10,15 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.exceptions import OutOfMemoryError, RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import scripts
+from .clients import async_client
 from .constants import (
     abort_jobs_ss,
     default_queue_name,
@@ -25,14 +28,12 @@ from .constants import (
 )
 from .enqueue import BULK_CHUNK, JobCall, Prepared, bulk_args, prepare, random_ids
 from .jobs import Deserializer, Job, JobDef, JobResult, Serializer, deserialize_job, deserialize_result
-from .sentinel import master_for
 from .utils import timestamp_ms
 
 logger = logging.getLogger('arq.connections')
 
 # results are fetched in chunks of this many keys, so neither SCAN nor MGET blocks Redis for long
 _SCAN_COUNT = 1000
-_UNCAPPED_CONNECTIONS = 2**31
 
 
 @dataclass
@@ -63,7 +64,8 @@ class RedisSettings:
 
     sentinel: bool = False
     sentinel_master: str = 'mymaster'
-    #: how to reach the sentinels themselves (password, TLS, timeouts); by default the socket options used for Redis
+    #: how to reach the sentinels themselves (password, TLS, timeouts); by default the socket options and the retry
+    #: policy used for Redis (arq.clients.sentinel_kwargs)
     sentinel_kwargs: dict[str, Any] | None = None
 
     retry_on_timeout: bool = False
@@ -280,54 +282,6 @@ def _out_of_memory(what: str) -> OutOfMemoryError:
     )
 
 
-def _pool_factory(settings: RedisSettings) -> Callable[..., ArqRedis]:
-    common: dict[str, Any] = {
-        'ssl': settings.ssl,
-        'retry': settings.retry,
-        # redis-py 6+ caps a pool at 100 connections and then raises; arq (on redis-py < 6) had no cap, and its users
-        # gather() thousands of enqueues, so keep that unless the settings ask for a cap
-        'max_connections': settings.max_connections or _UNCAPPED_CONNECTIONS,
-    }
-    if settings.retry_on_error:
-        common['retry_on_error'] = list(settings.retry_on_error)
-    if settings.retry_on_timeout:
-        # redis-py 6+ deprecates retry_on_timeout (DeprecationWarning); what it did is retry on these errors
-        common.setdefault('retry_on_error', []).extend([RedisTimeoutError, TimeoutError])
-    if settings.ssl:
-        common.update(
-            ssl_keyfile=settings.ssl_keyfile,
-            ssl_certfile=settings.ssl_certfile,
-            ssl_cert_reqs=settings.ssl_cert_reqs,
-            ssl_ca_certs=settings.ssl_ca_certs,
-            ssl_ca_data=settings.ssl_ca_data,
-            ssl_check_hostname=settings.ssl_check_hostname,
-        )
-    if settings.sentinel:
-        if isinstance(settings.host, str):
-            raise RuntimeError("str provided for 'host' but 'sentinel' is true; list of sentinels expected")
-        hosts = settings.host
-
-        def sentinel_factory(**kwargs: Any) -> ArqRedis:
-            # a pool that follows the sentinels' failover announcements (arq/sentinel.py)
-            client = master_for(hosts, settings.sentinel_master, settings.sentinel_kwargs, ArqRedis,
-                                socket_connect_timeout=settings.conn_timeout, **common, **kwargs)  # fmt: skip
-            return cast(ArqRedis, client)
-
-        return sentinel_factory
-
-    def direct_factory(**kwargs: Any) -> ArqRedis:
-        return ArqRedis(
-            host=settings.host,
-            port=settings.port,
-            unix_socket_path=settings.unix_socket_path,
-            socket_connect_timeout=settings.conn_timeout,
-            **common,
-            **kwargs,
-        )
-
-    return direct_factory
-
-
 async def create_pool(
     settings_: RedisSettings | None = None,
     *,
@@ -343,9 +297,8 @@ async def create_pool(
     Returns a :class:`arq.connections.ArqRedis` instance, thus allowing job enqueuing.
     """
     settings: RedisSettings = RedisSettings() if settings_ is None else settings_
-    factory = _pool_factory(settings)
     while True:
-        pool = factory(db=settings.database, username=settings.username, password=settings.password, encoding='utf8')
+        pool = async_client(settings, ArqRedis)
         pool.job_serializer = job_serializer
         pool.job_deserializer = job_deserializer
         pool.default_queue_name = default_queue_name

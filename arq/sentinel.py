@@ -20,6 +20,7 @@ sentinel, no extra round trip per command) and:
 A subscription that (re)starts asks its sentinel whether a failover is already in progress, so a pool made in the
 middle of one is fenced too. Workers and client pools (asyncio) listen from a task the pool owns; the supervisor's
 parent, whose loop must never wait, reads the pending events without blocking each time it checks a connection out.
+Both pools are made by arq.clients (`async_client`, `sync_client`) from RedisSettings.
 
 What this cannot do is take back a write the old master acknowledged before the fence and had not yet replicated:
 the README's Sentinel section says which Redis settings bound that (`min-replicas-to-write`) and what they cost.
@@ -235,24 +236,6 @@ class FollowingSentinelPool(redis.asyncio.sentinel.SentinelConnectionPool):
         await super().aclose()
         with contextlib.suppress(RedisError, OSError):
             await self.sentinel_manager.aclose()  # the pool is the only user of its sentinel clients
-
-
-def master_for(
-    hosts: list[tuple[str, int]],
-    service_name: str,
-    sentinel_kwargs: dict[str, Any] | None,
-    redis_class: type[redis.asyncio.Redis],
-    **connection_kwargs: Any,
-) -> redis.asyncio.Redis:
-    """An asyncio client of `service_name`'s master that follows failovers (`sentinel_kwargs`: how to reach the
-    sentinels, e.g. a password or TLS; by default the socket options of `connection_kwargs`)."""
-    sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
-        hosts, sentinel_kwargs=sentinel_kwargs, **connection_kwargs
-    )
-    client: redis.asyncio.Redis = sentinel.master_for(
-        service_name, redis_class=redis_class, connection_pool_class=FollowingSentinelPool
-    )
-    return client
 
 
 # --- synchronous: the supervisor's parent, `arq-supervise status` ---
