@@ -15,6 +15,13 @@ Modes (``python driver.py MODE --port N ...``):
     ``--n`` enqueue_job calls, sequential (``--batch 1``) or ``asyncio.gather`` batches of ``--batch``.
 ``latency``
     ``--n`` single enqueues ``--interval`` seconds apart against an idle worker, each followed by ``job.result()``.
+``herd``
+    ``--n`` single enqueues, one at a time: each waits for its job's result, then ``--interval`` seconds of idleness.
+``waiters``
+    ``--n`` jobs enqueued, then one ``await job.result()`` per job, all at once; READY is printed once every waiter
+    is waiting, and the time each waiter returned is reported.
+
+``enqueue --bulk`` uses our ``enqueue_jobs([JobCall.of(...), ...])`` (the published arq has no bulk enqueue).
 
 The same module is the settings class for ``arq-supervise`` (``tests.bench.driver.Settings``): everything it needs
 comes from the environment (``BENCH_*``), since the supervisor's children are forked, not started with arguments.
@@ -119,6 +126,8 @@ _marks: dict[str, Any] = {}
 
 async def _on_startup(ctx: dict[str, Any]) -> None:
     redis = ctx['redis']
+    if os.environ.get('BENCH_LOG_LEVEL'):  # here, not in main(), so that the supervisor's children honour it too
+        logging.getLogger('arq').setLevel(os.environ['BENCH_LOG_LEVEL'])
     if os.environ.get('BENCH_SYNC', '1') == '1':
         _marks['idle_memory'] = memory_kib()
         await redis.rpush('bench:ready', os.getpid())
@@ -165,6 +174,7 @@ class Settings:
     redis_settings = RedisSettings(host='127.0.0.1', port=int(os.environ.get('BENCH_REDIS_PORT', 6379)))
     poll_delay = _env_float('BENCH_POLL_DELAY', 0.5)
     max_jobs = int(os.environ.get('BENCH_MAX_JOBS', 10))
+    allow_abort_jobs = os.environ.get('BENCH_ALLOW_ABORT') == '1'
     on_startup = _on_startup
     on_shutdown = _on_shutdown
 
@@ -175,6 +185,7 @@ def worker_kwargs() -> dict[str, Any]:
         'redis_settings': Settings.redis_settings,
         'poll_delay': Settings.poll_delay,
         'max_jobs': Settings.max_jobs,
+        'allow_abort_jobs': Settings.allow_abort_jobs,
         'on_startup': _on_startup,
         'on_shutdown': _on_shutdown,
     }
@@ -207,12 +218,16 @@ def _wait_for_go() -> None:
     sys.stdin.readline()
 
 
-async def run_enqueue(port: int, n: int, batch: int) -> None:
+async def run_enqueue(port: int, n: int, batch: int, bulk: bool) -> None:
     pool = await create_pool(RedisSettings(host='127.0.0.1', port=port))
     await pool.ping()
     _wait_for_go()
     cpu0, t0 = cpu_s(), time.perf_counter()
-    if batch <= 1:
+    if bulk:
+        from arq.enqueue import JobCall  # ours only
+
+        await pool.enqueue_jobs([JobCall.of('noop') for _ in range(n)])
+    elif batch <= 1:
         for _ in range(n):
             await pool.enqueue_job('noop')
     else:
@@ -250,27 +265,62 @@ async def run_latency(port: int, n: int, interval: float) -> None:
     await pool.close()
 
 
+async def run_herd(port: int, n: int, interval: float) -> None:
+    """One job at a time against idle workers, each waited for, then a pause so that every worker is idle again."""
+    pool = await create_pool(RedisSettings(host='127.0.0.1', port=port))
+    await pool.ping()
+    _wait_for_go()
+    t0 = time.time()
+    for _ in range(n):
+        job = await pool.enqueue_job('noop')
+        assert job is not None
+        await job.result(timeout=60, poll_delay=0.01)
+        await asyncio.sleep(interval)
+    _line({'wall_s': time.time() - t0, 'n': n, **implementation()})
+    await pool.close()
+
+
+async def run_waiters(port: int, n: int) -> None:
+    """n jobs, then n concurrent ``job.result()``; the worker is released once they all wait."""
+    pool = await create_pool(RedisSettings(host='127.0.0.1', port=port))
+    jobs = [await pool.enqueue_job('noop') for _ in range(n)]  # sequential: one connection before the waiters
+    returned: list[float] = []
+
+    async def wait(job: Any) -> None:
+        await job.result(timeout=600)  # the default poll_delay, what an application gets
+        returned.append(time.time())
+
+    waiters = [asyncio.create_task(wait(job)) for job in jobs]
+    await asyncio.sleep(1.0)  # every waiter has started waiting (subscribed, or polled once)
+    _line({'ready': True})
+    cpu0 = cpu_s()
+    await asyncio.gather(*waiters)
+    _line({'first_return': min(returned), 'last_return': max(returned), 'cpu_s': cpu_s() - cpu0, **implementation()})
+    await pool.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('mode', choices=['worker', 'enqueue', 'latency'])
+    parser.add_argument('mode', choices=['worker', 'enqueue', 'latency', 'herd', 'waiters'])
     parser.add_argument('--port', type=int, required=True)
     parser.add_argument('--n', type=int, default=20_000)
     parser.add_argument('--batch', type=int, default=1)
     parser.add_argument('--interval', type=float, default=0.02)
     parser.add_argument('--burst', action='store_true')
+    parser.add_argument('--bulk', action='store_true')
     args = parser.parse_args()
     os.environ['BENCH_REDIS_PORT'] = str(args.port)
     Settings.redis_settings = RedisSettings(host='127.0.0.1', port=args.port)
     # arq's own logging setup (what the `arq` command does): INFO, one line per job start and end
     logging.config.dictConfig(default_log_config(False))
-    if os.environ.get('BENCH_LOG_LEVEL'):  # only for the profile's what-if: the cost of the per-job lines
-        logging.getLogger('arq').setLevel(os.environ['BENCH_LOG_LEVEL'])
-    if args.mode == 'worker':
-        coro = run_worker(args.burst)
-    elif args.mode == 'enqueue':
-        coro = run_enqueue(args.port, args.n, args.batch)
-    else:
-        coro = run_latency(args.port, args.n, args.interval)
+    coros = {
+        'worker': lambda: run_worker(args.burst),
+        'enqueue': lambda: run_enqueue(args.port, args.n, args.batch, args.bulk),
+        'latency': lambda: run_latency(args.port, args.n, args.interval),
+        'herd': lambda: run_herd(args.port, args.n, args.interval),
+        'waiters': lambda: run_waiters(args.port, args.n),
+    }
+    coro = coros[args.mode]()
     # the published arq runs on asyncio's default loop unless told otherwise; both run on uvloop here
     uvloop.run(coro)
 
