@@ -6,18 +6,19 @@ network). A call that times out or fails lets the link rest: for `REST_S` no cal
 has stopped answering costs the loop one timeout per rest, not one per call. What failed is tried again later:
 releases by the ReleaseQueue, the health keys on the next second.
 
-release.py's own client (`sync_client`) keeps its 2 s timeouts for the short-lived `arq-supervise status`; in the
-parent these bounds replace them.
+The client is release.py's `sync_client` (arq's options, arq.clients, with a 2 s command timeout and no retries,
+which the short-lived `arq-supervise status` uses as they are); in the parent these bounds replace its timeouts for
+the master's connections. A Sentinel's own clients (which only name the master) keep the 2 s.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from time import monotonic
-from typing import Any
 
 import redis
 
+from arq.connections import RedisSettings
 from arq_supervise.release import RedisLink, sync_client
 
 #: the longest one command (a script call with its reply) may hold the parent's loop
@@ -37,7 +38,7 @@ class BoundedRedisLink(RedisLink):
 
     def __init__(
         self,
-        redis_settings: Any,
+        redis_settings: RedisSettings | None,
         *,
         command_timeout_s: float = COMMAND_TIMEOUT_S,
         connect_timeout_s: float = CONNECT_TIMEOUT_S,

@@ -16,16 +16,16 @@ from typing import Any
 from uuid import uuid4
 
 import redis
-import redis.sentinel
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from arq import contract, scripts
-from arq.sentinel import SyncFollowingSentinelPool
+from arq import clients, contract, scripts
+from arq.connections import RedisSettings
 from arq_supervise.settings import WorkerSettings
 
 logger = logging.getLogger('arq_supervise.release')
 
+#: the longest a command of the supervisor's own client waits for its reply (the parent bounds it further)
 SOCKET_TIMEOUT_S = 2.0
 DEATHS_TTL_MS = 86_400_000
 MAX_JOB_DEATHS = 2
@@ -42,45 +42,19 @@ def child_worker_id(pid: int) -> str:
     return f'{WORKER_ID_PREFIX}{pid}'
 
 
-def sync_client(redis_settings: Any) -> redis.Redis:
-    """A redis-py sync client for arq's RedisSettings (None means arq's default, localhost:6379/0)."""
-
-    def get(name: str, default: Any = None) -> Any:
-        return getattr(redis_settings, name, default) if redis_settings is not None else default
-
-    common: dict[str, Any] = {
-        'db': get('database', 0),
-        'username': get('username'),
-        'password': get('password'),
-        'socket_timeout': SOCKET_TIMEOUT_S,
-        'socket_connect_timeout': SOCKET_TIMEOUT_S,
-        # redis-py retries 3 times with backoff by default: that would stall the parent's loop for seconds
-        'retry': Retry(NoBackoff(), 0),
-    }
-    ssl: dict[str, Any] = {}
-    if get('ssl'):
-        ssl = {'ssl': True, 'ssl_keyfile': get('ssl_keyfile'), 'ssl_certfile': get('ssl_certfile'),
-               'ssl_cert_reqs': get('ssl_cert_reqs', 'required'), 'ssl_ca_certs': get('ssl_ca_certs'),
-               'ssl_ca_data': get('ssl_ca_data'), 'ssl_check_hostname': get('ssl_check_hostname', False)}  # fmt: skip
-    if get('sentinel'):
-        sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
-            get('host'), sentinel_kwargs=get('sentinel_kwargs'), socket_timeout=SOCKET_TIMEOUT_S, **ssl
-        )
-        master = get('sentinel_master', 'mymaster')
-        # a pool that follows the sentinels' failover announcements at each checkout (arq/sentinel.py)
-        client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
-            master, connection_pool_class=SyncFollowingSentinelPool, **common, **ssl
-        )
-        return client
-    if get('unix_socket_path'):
-        return redis.Redis(unix_socket_path=get('unix_socket_path'), **common)
-    return redis.Redis(host=get('host', 'localhost'), port=get('port', 6379), **common, **ssl)
+def sync_client(redis_settings: RedisSettings | None) -> redis.Redis:
+    """arq's synchronous client for the settings (None means arq's default, localhost:6379/0), with the same options
+    as the workers' pools (arq.clients) but for two: a command waits at most SOCKET_TIMEOUT_S for its reply, and a
+    failed call is not retried (redis-py's retries with backoff would stall the parent's loop for seconds; the
+    caller tries again later)."""
+    settings = redis_settings if redis_settings is not None else RedisSettings()
+    return clients.sync_client(settings, socket_timeout=SOCKET_TIMEOUT_S, retry=Retry(NoBackoff(), 0))
 
 
 class RedisLink:
     """The parent's lazily opened connection; `drop()` before each fork so no socket is shared with a child."""
 
-    def __init__(self, redis_settings: Any) -> None:
+    def __init__(self, redis_settings: RedisSettings | None) -> None:
         self._redis_settings = redis_settings
         self._client: redis.Redis | None = None
 
