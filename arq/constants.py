@@ -39,5 +39,9 @@ recent_outcomes_ttl_ms = 3_600_000
 # per-supervisor health detail
 supervisor_key_prefix = 'arq:supervisor:'
 
-# lease on the in-progress key while a job runs; refreshed every lease/3 from the worker's event loop
+# lease on the in-progress key while a job runs (Worker lease_s; arq-supervise has its own default, --lease)
 default_lease_s = 12.0
+# a lease is renewed this many times over its length, so it outlives two missed renewals: a worker renews every
+# lease/3 from its event loop (arq.leases), and arq-supervise's parent, which renews once a second, accepts no lease
+# shorter than three seconds
+lease_renewals = 3

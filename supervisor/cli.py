@@ -18,7 +18,7 @@ import redis
 
 from arq.connections import RedisSettings
 from arq_supervise import health, logs
-from arq_supervise.config import ConfigError, SupervisorConfig, available_cpus
+from arq_supervise.config import MIN_LEASE_S, SUPERVISED_LEASE_S, ConfigError, SupervisorConfig, available_cpus
 from arq_supervise.exits import EXIT_CODE_HELP, ExitCode
 from arq_supervise.settings import SettingsError, WorkerSettings, load_settings
 from arq_supervise.watch import Watcher, is_watched
@@ -84,9 +84,9 @@ option = functools.partial(click.option, cls=EnvAwareOption)
         help='Replace a child whose unique memory (USS) exceeds this many MiB.')  # fmt: skip
 @option('--heartbeat-timeout', type=click.FloatRange(min=0, min_open=True), default=10.0,
         help='Seconds without a heartbeat (event loop blocked) before a child is dumped and killed.')  # fmt: skip
-@option('--lease', 'lease_s', envvar=f'{ENV_PREFIX}_LEASE', type=click.FloatRange(min=3),
+@option('--lease', 'lease_s', envvar=f'{ENV_PREFIX}_LEASE', type=click.FloatRange(min=MIN_LEASE_S),
         help="Seconds a job's in-progress lease lasts unrenewed: a lost host's jobs run elsewhere this soon.  "
-             '[default: 6]')  # fmt: skip
+             f'[default: {SUPERVISED_LEASE_S:g}]')  # fmt: skip
 @option('--boot-timeout', type=click.FloatRange(min=0, min_open=True), default=60.0,
         help='Seconds a child may take to become ready.')  # fmt: skip
 @option('--health-interval', type=click.FloatRange(min=0, min_open=True), default=5.0,

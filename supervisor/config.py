@@ -7,13 +7,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from arq.constants import lease_renewals
+
 LogFormat = Literal['text', 'json']
 
 #: the children's lease under arq-supervise: the parent renews it every second while a child lives (leases.py), so it
 #: need not outlive a child's stall, only a few missed renewals; a host lost whole gives its jobs back this soon
 SUPERVISED_LEASE_S = 6.0
-#: at least three of the parent's renewals per lease
-MIN_LEASE_S = 3.0
+#: how often the parent renews its children's leases (leases.py)
+RENEW_INTERVAL_S = 1.0
+#: a lease spans at least as many of the parent's renewals as a worker makes per lease
+MIN_LEASE_S = lease_renewals * RENEW_INTERVAL_S
 
 
 class ConfigError(ValueError):

@@ -15,13 +15,11 @@ from collections.abc import Iterable
 import redis
 
 from arq import contract, scripts
+from arq_supervise.config import RENEW_INTERVAL_S
 from arq_supervise.process import Child
 from arq_supervise.release import RedisLink, child_worker_id
 
 logger = logging.getLogger('arq_supervise.leases')
-
-#: how often the parent renews; a lease spans at least three renewals (config.MIN_LEASE_S)
-RENEW_INTERVAL_S = 1.0
 
 
 class LeaseKeeper:
