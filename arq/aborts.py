@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+
+from .running import RunningJobs
 
 logger = logging.getLogger('arq.worker')
 
@@ -20,36 +21,33 @@ PollAborts = Callable[[], Awaitable[list[str]]]
 
 class AbortWatcher:
     """
-    :param jobs: job id -> the task running the job function (the worker's registry, read here)
+    :param running: the worker's running jobs (read and cancelled here)
     :param poll: reads the abort requests
-    :param interval_s: the least time between two polls
+    :param interval_s: the least time between two polls while jobs run
     """
 
-    def __init__(self, jobs: dict[str, asyncio.Task[Any]], poll: PollAborts, interval_s: float) -> None:
-        self.jobs = jobs
+    def __init__(self, running: RunningJobs, poll: PollAborts, interval_s: float) -> None:
+        self.running = running
         self._poll = poll
         self.interval_s = interval_s
-        self.aborting: set[str] = set()  # jobs cancelled because an abort was requested
-        self.cancelled_at: dict[str, float] = {}  # job id -> when its task was last cancelled
         self._last_poll = 0.0
 
-    async def poll(self) -> None:
-        """Cancel the running jobs whose abort was requested. A queued job's request is seen when it is claimed, so
-        an idle worker reads the set only every IDLE_POLL_S, to prune stale requests (which would abort a future job
-        with the same id)."""
-        now = asyncio.get_running_loop().time()
-        if now - self._last_poll < (self.interval_s if self.jobs else max(self.interval_s, IDLE_POLL_S)):
-            return
-        self._last_poll = now
-        for job_id in await self._poll():
-            task = self.jobs.get(job_id)
-            if task is not None and job_id not in self.aborting:
-                self.aborting.add(job_id)
-                self.cancel(job_id, task)
+    def due(self) -> bool:
+        """Whether a poll is due. A queued job's request is seen when it is claimed, so a worker running no job reads
+        the set only every IDLE_POLL_S, to prune stale requests (which would abort a future job with the same id)."""
+        interval_s = self.interval_s if self.running.functions_running() else max(self.interval_s, IDLE_POLL_S)
+        return asyncio.get_running_loop().time() - self._last_poll >= interval_s
 
-    def cancel(self, job_id: str, task: asyncio.Task[Any]) -> None:
-        self.cancelled_at[job_id] = asyncio.get_running_loop().time()
-        task.cancel()
+    async def poll(self) -> None:
+        """Cancel the running jobs whose abort was requested, when a poll is due."""
+        if not self.due():
+            return
+        self._last_poll = asyncio.get_running_loop().time()
+        for job_id in await self._poll():
+            job = self.running.get(job_id)
+            if job is not None and not job.aborting and job.function_task is not None:
+                job.aborting = True
+                job.cancel()
 
     def recancel_stragglers(self) -> None:
         """
@@ -58,13 +56,7 @@ class AbortWatcher:
         redis-py can swallow a CancelledError that lands while it sets up a connection, and a job that awaits Redis in
         a loop would then run on as if never cancelled.
         """
-        now = asyncio.get_running_loop().time()
-        for job_id, at in list(self.cancelled_at.items()):
-            task = self.jobs.get(job_id)
-            if task is None or task.done():
-                del self.cancelled_at[job_id]
-            elif now - at >= RECANCEL_AFTER_S:
-                logger.warning(
-                    'job %s still running %.1fs after it was cancelled; cancelling it again', job_id, now - at
-                )
-                self.cancel(job_id, task)
+        for job in self.running.stragglers(RECANCEL_AFTER_S):
+            logger.warning('job %s still running %.1fs after it was cancelled; cancelling it again', job.job_id,
+                           asyncio.get_running_loop().time() - (job.cancelled_at or 0))  # fmt: skip
+            job.cancel()

@@ -6,6 +6,7 @@ Part of arq.worker's public names (imported there, as arq has them).
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -106,3 +107,19 @@ class FailedJobs(RuntimeError):
 
 
 FailedJobs.__module__ = 'arq.worker'
+
+
+def function_table(
+    functions: Sequence[Function | WorkerCoroutine], cron_jobs: Sequence[CronJob]
+) -> dict[str, Function | CronJob]:
+    """The worker's functions by name, cron jobs included; refuses what is not a job."""
+    from .cron import CronJob
+
+    table: dict[str, Function | CronJob] = {f.name: f for f in map(func, functions)}
+    for cron_job in cron_jobs:
+        if not isinstance(cron_job, CronJob):
+            raise TypeError(f'cron_jobs must be made with arq.cron.cron(), got {cron_job!r}')
+        table[cron_job.name] = cron_job
+    if not table:
+        raise RuntimeError('at least one function or cron_job must be registered')
+    return table

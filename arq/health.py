@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any, cast
 
 from redis.exceptions import RedisError
 
 from . import scripts
-from .connections import ArqRedis
+from .connections import ArqRedis, RedisSettings, create_pool
+from .constants import default_queue_name, health_check_key_suffix
 
 logger = logging.getLogger('arq.worker')
 
@@ -57,3 +60,32 @@ class HealthRecorder:
             return
         with contextlib.suppress(RedisError, OSError):
             await pool.eval(scripts.DELETE_IF_EQUAL, 1, self.key, self.last_line)
+
+
+async def async_check_health(
+    redis_settings: RedisSettings | None, health_check_key: str | None = None, queue_name: str | None = None
+) -> int:
+    redis_settings = redis_settings or RedisSettings()
+    redis: ArqRedis = await create_pool(redis_settings)
+    queue_name = queue_name or default_queue_name
+    health_check_key = health_check_key or (queue_name + health_check_key_suffix)
+    try:
+        data: bytes | None = await redis.get(health_check_key)  # type: ignore[assignment]
+    finally:
+        await redis.close()
+    if not data:
+        logger.warning('Health check failed: no health check sentinel value found')
+        return 1
+    logger.info('Health check successful: %s', data.decode(errors='replace'))
+    return 0
+
+
+def check_health(settings_cls: Any) -> int:
+    """Run a health check on the worker and return the appropriate exit code: 0 if healthy, 1 if not."""
+    from .worker import get_kwargs
+
+    cls_kwargs = get_kwargs(settings_cls)
+    redis_settings = cast(RedisSettings | None, cls_kwargs.get('redis_settings'))
+    health_check_key = cast(str | None, cls_kwargs.get('health_check_key'))
+    queue_name = cast(str | None, cls_kwargs.get('queue_name'))
+    return asyncio.run(async_check_health(redis_settings, health_check_key, queue_name))

@@ -23,8 +23,8 @@ logger = logging.getLogger('arq.worker')
 _BACKOFF_START_S, _BACKOFF_MAX_S = 0.1, 5.0
 #: what makes the listener wait and try again, never die
 _TROUBLE = (RedisError, OSError, asyncio.TimeoutError)
-#: the longest one BLPOP blocks (so a stop, or a free slot's end, is seen)
-BLOCK_S = 1
+#: the longest one BLPOP blocks: an idle worker's one command every few seconds (a stop cancels it at once)
+BLOCK_S = 5
 
 
 class WakeListener:

@@ -17,13 +17,15 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, NoReturn
 
 import setproctitle
 import uvloop
 
-from arq.worker import Worker
+from arq.observer import WorkerObserver
+from arq.worker import Worker, func
 from arq_supervise import logs, protocol
 from arq_supervise.blame import BlameRecorder
 from arq_supervise.exits import ExitCode
@@ -144,62 +146,62 @@ class ParentLink:
                 await self.writer.drain()
 
 
-class SupervisedWorker(Worker):
-    """arq's Worker reporting readiness and the jobs it holds to the parent."""
+class ParentReporter(WorkerObserver):
+    """What the worker observes, told to the parent: readiness, the jobs it holds, per-function statistics."""
 
-    link: ParentLink
-    is_ready: bool = False
-    stats: JobStats
-    job_limit: int | None = None
+    def __init__(self, link: ParentLink) -> None:
+        self.link = link
+        self.stats = JobStats()
+        self.is_ready = False
+        self.worker: Worker | None = None  # set once the worker exists: its counters ride along
+        self._stats_flush: asyncio.TimerHandle | None = None
 
-    def _free_slots(self) -> int:
-        """Claim no job beyond the limit: the parent replaces this child when its successor is ready."""
-        slots = super()._free_slots()
-        if self.job_limit is None:
-            return slots
-        return max(0, min(slots, self.job_limit - self.jobs_started))
-
-    def record_blame(self, recorder: BlameRecorder) -> None:
-        """Run every job function through `recorder`, so the parent can tell which job hung or killed us."""
-        for name, function in list(self.functions.items()):
-            self.functions[name] = replace(function, coroutine=recorder.wrap(function.coroutine))
-
-    stats_flush: asyncio.TimerHandle | None = None
-
-    def _notify_job_finished(self, function: str, outcome: str, duration_s: float, lag_ms: int) -> None:
-        self.stats.record(function, outcome, duration_s, lag_ms)
-
-    async def _fail_early(self, claim: Any, function_name: str, *rest: Any, **kwargs: Any) -> None:
-        """A job failed without running: arq counts it in jobs_failed but never reports it as finished."""
-        aborted = any(isinstance(a, asyncio.CancelledError) for a in (*rest, *kwargs.values()))
-        label = function_name if function_name in self.functions else UNKNOWN_FUNCTION
-        self.stats.count(label, 'aborted' if aborted else 'failed')
-        await super()._fail_early(claim, function_name, *rest, **kwargs)
-
-    def _notify_ready(self) -> None:
+    def ready(self) -> None:
         self.is_ready = True
         self.link.send(protocol.Ready())
 
-    def _notify_claimed(self, job_ids: list[str]) -> None:
+    def claimed(self, job_ids: Sequence[str]) -> None:
         self.link.send(protocol.Claimed(tuple(job_ids)), now=True)
 
-    def _notify_settled(self, job_ids: list[str]) -> None:
+    def settled(self, job_ids: Sequence[str]) -> None:
         # the counters ride along so the parent can recycle after exactly max-jobs-per-child jobs; the rest of a
         # heartbeat (held ids, statistics) waits for the next one: this message is sent for every settled batch
-        self.link.send(protocol.Settled(tuple(job_ids), counters(self)))
-        if self.stats_flush is None:  # the statistics follow shortly, once for all the batches settled meanwhile
-            self.stats_flush = asyncio.get_running_loop().call_later(STATS_FLUSH_S, self._flush_stats)
+        assert self.worker is not None
+        self.link.send(protocol.Settled(tuple(job_ids), counters(self.worker)))
+        if self._stats_flush is None:  # the statistics follow shortly, once for all the batches settled meanwhile
+            self._stats_flush = asyncio.get_running_loop().call_later(STATS_FLUSH_S, self._flush_stats)
+
+    def job_finished(self, function: str, outcome: str, duration_s: float, lag_ms: int) -> None:
+        self.stats.record(function, outcome, duration_s, lag_ms)
+
+    def job_failed_early(self, function: str | None, outcome: str) -> None:
+        """arq counts such a job in jobs_failed but never reports it as finished; it has no duration."""
+        self.stats.count(function or UNKNOWN_FUNCTION, outcome)
+
+    def heartbeat(self) -> protocol.Heartbeat:
+        assert self.worker is not None
+        worker = self.worker
+        return protocol.Heartbeat(counters(worker), tuple(sorted(worker.held_job_ids)), worker.redis_error, self.stats)
 
     def _flush_stats(self) -> None:
-        self.stats_flush = None
-        self.link.send(ChildRunner.heartbeat(self))
+        self._stats_flush = None
+        self.link.send(self.heartbeat())
+
+
+def blamed_jobs(kwargs: dict[str, Any], recorder: BlameRecorder) -> dict[str, Any]:
+    """The worker's functions and cron jobs run through `recorder`, so the parent can tell which job hung or killed
+    us."""
+    functions = [replace(f, coroutine=recorder.wrap(f.coroutine)) for f in map(func, kwargs.get('functions') or ())]
+    cron_jobs = [replace(c, coroutine=recorder.wrap(c.coroutine)) for c in kwargs.get('cron_jobs') or ()]
+    return {**kwargs, 'functions': functions, 'cron_jobs': cron_jobs}
 
 
 class ChildRunner:
     def __init__(self, spec: ChildSpec, sock: socket.socket) -> None:
         self.spec = spec
         self.sock = sock
-        self.worker: SupervisedWorker | None = None
+        self.worker: Worker | None = None
+        self.reporter: ParentReporter | None = None
         self.main_task: asyncio.Task[None] | None = None
 
     async def run(self) -> int:
@@ -222,16 +224,16 @@ class ChildRunner:
             'lease_s': spec.lease_s,
             'worker_id': child_worker_id(os.getpid()),  # the parent releases our leases by it if we die
         }
+        reporter = ParentReporter(link)
         try:
-            worker = SupervisedWorker(**kwargs)
+            if spec.blame_region is not None:
+                kwargs = blamed_jobs(kwargs, BlameRecorder(spec.blame_region))
+            worker = Worker(**kwargs, observer=reporter)
         except Exception as e:
             return self._boot_failed(link, e)
-        worker.link = link
-        worker.stats = JobStats()
-        worker.job_limit = spec.job_limit
-        if spec.blame_region is not None:
-            worker.record_blame(BlameRecorder(spec.blame_region))
-        self.worker = worker
+        reporter.worker = worker
+        worker.job_limit = spec.job_limit  # claim no job beyond it: the parent replaces us when our successor is ready
+        self.worker, self.reporter = worker, reporter
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.drain)
         background = [asyncio.create_task(self._commands(link)), asyncio.create_task(self._heartbeats(link))]
@@ -241,7 +243,7 @@ class ChildRunner:
         except asyncio.CancelledError:
             logger.info('stopped while booting slot=%d pid=%d', spec.slot, os.getpid())
         except Exception as e:
-            if not worker.is_ready:
+            if not reporter.is_ready:
                 return self._boot_failed(link, e)
             logger.exception('worker failed slot=%d pid=%d', spec.slot, os.getpid())
             return ExitCode.UNEXPECTED
@@ -250,7 +252,7 @@ class ChildRunner:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
-            link.send(self.heartbeat(worker))
+            link.send(reporter.heartbeat())
         return ExitCode.OK
 
     def _boot_failed(self, link: ParentLink, error: BaseException) -> int:
@@ -260,7 +262,7 @@ class ChildRunner:
         link.send(protocol.BootError(line))
         return ExitCode.BOOT_ERROR
 
-    async def _close(self, worker: SupervisedWorker) -> None:
+    async def _close(self, worker: Worker) -> None:
         try:
             await worker.close()
         except Exception:
@@ -271,7 +273,7 @@ class ChildRunner:
         worker, main = self.worker, self.main_task
         if worker is None or main is None or main.done():
             return
-        if worker.is_ready:
+        if self.reporter is not None and self.reporter.is_ready:
             worker.start_drain(wait_s)
         else:
             main.cancel()
@@ -280,7 +282,7 @@ class ChildRunner:
         worker, main = self.worker, self.main_task
         if worker is None or main is None or main.done():
             return
-        if worker.is_ready:
+        if self.reporter is not None and self.reporter.is_ready:
             worker.stop_now()
         else:
             main.cancel()
@@ -306,17 +308,12 @@ class ChildRunner:
                 self.stop()
 
     async def _heartbeats(self, link: ParentLink) -> None:
-        assert self.worker is not None
+        assert self.worker is not None and self.reporter is not None
         title = f'arq-supervise: worker {self.spec.slot} [{self.spec.settings.queue_name}]'
         while True:
-            link.send(self.heartbeat(self.worker))
+            link.send(self.reporter.heartbeat())
             setproctitle.setproctitle(f'{title} j_ongoing={self.worker.jobs_ongoing}')
             await asyncio.sleep(self.spec.heartbeat_interval_s)
-
-    @staticmethod
-    def heartbeat(worker: Worker) -> protocol.Heartbeat:
-        stats = worker.stats if isinstance(worker, SupervisedWorker) else None
-        return protocol.Heartbeat(counters(worker), tuple(sorted(worker.held_job_ids)), worker.redis_error, stats)
 
 
 def counters(worker: Worker) -> Counters:

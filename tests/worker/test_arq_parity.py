@@ -236,7 +236,7 @@ async def test_handle_sig_without_completion_wait_cancels_main_task(
 
 
 async def _no_claim_in_flight(w: Worker) -> bool:
-    return getattr(w, '_claim_token', None) is None
+    return not w.claim_pending
 
 
 async def test_handle_sig_wait_for_completion_lets_the_running_job_finish(

@@ -39,7 +39,7 @@ async def test_one_enqueue_wakes_one_of_eight_idle_workers(
         worker.start(w)
 
     async def all_idle() -> bool:
-        return all(w._queued is not None for w in workers)
+        return all(w._intake is not None and w._intake.queued is not None for w in workers)
 
     await async_wait_until(all_idle, timeout=10, message='every worker to have polled once')
     await asyncio.sleep(0)

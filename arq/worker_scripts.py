@@ -1,0 +1,79 @@
+"""The worker's Redis scripts, each a typed call: named parameters in, a parsed reply out (see arq.contract).
+
+redis-py's Script objects send EVALSHA and fall back to EVAL after a NOSCRIPT (a Redis restart, a failover).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from . import contract, scripts
+from .connections import ArqRedis
+from .constants import abort_entry_max_age_ms, abort_jobs_ss, in_progress_key_prefix, job_key_prefix
+from .contract import ClaimReply, Settlement, SettleReply
+from .utils import timestamp_ms
+
+
+class WorkerScripts:
+    def __init__(self, pool: ArqRedis, queue_name: str, worker_id: str, lease_ms: int) -> None:
+        self.queue_name = queue_name
+        self.worker_id = worker_id
+        self.lease_ms = lease_ms
+        self._claim = pool.register_script(scripts.CLAIM)
+        self._settle = pool.register_script(scripts.SETTLE)
+        self._refresh = pool.register_script(scripts.REFRESH_LEASES)
+        self._poll_aborts = pool.register_script(scripts.POLL_ABORTS)
+
+    async def claim(self, token: str, *, want: int, read_limit: int, check_abort: bool, recover: bool) -> ClaimReply:
+        """Lease up to `want` due jobs under `token`; `recover`: this token's reply was lost, return its jobs."""
+        keys, args = contract.claim_args(
+            queue=self.queue_name, worker_id=self.worker_id, token=token, now_ms=timestamp_ms(),
+            lease_ms=self.lease_ms, want=want, read_limit=read_limit, check_abort=check_abort, recover=recover,
+        )  # fmt: skip
+        return contract.parse_claim(await self._claim(keys=keys, args=args), token)
+
+    async def settle(self, batch: Sequence[Settlement], *, recent_cap: int) -> SettleReply:
+        keys, args = contract.settle_args(self.queue_name, batch, now_ms=timestamp_ms(), recent_cap=recent_cap)
+        return contract.parse_settle(await self._settle(keys=keys, args=args))
+
+    async def refresh(self, held: dict[str, str]) -> tuple[int, list[str]]:
+        """Renew the leases `held` (job id -> token): (lapsed leases taken again, ids another worker holds now)."""
+        keys, args = contract.refresh_args(self.queue_name, self.lease_ms, held)
+        return contract.parse_refresh(await self._refresh(keys=keys, args=args))
+
+    async def requested_aborts(self) -> list[str]:
+        """The ids whose abort was requested (stale requests are pruned on the way)."""
+        args: list[Any] = [timestamp_ms(), abort_entry_max_age_ms, job_key_prefix, in_progress_key_prefix]
+        return [raw.decode() for raw in await self._poll_aborts(keys=[abort_jobs_ss], args=args)]
+
+
+class Claimer:
+    """
+    Claims under a fresh lease token each time. The token is kept until the reply arrives: a claim whose reply was
+    lost (a dropped connection, a timeout) is sent again with the same token and gets its jobs back (scripts.CLAIM).
+    """
+
+    def __init__(self, scripts: WorkerScripts) -> None:
+        self._scripts = scripts
+        self._claims = 0
+        self._token: str | None = None
+
+    @property
+    def pending(self) -> bool:
+        """A claim was sent and its reply has not arrived (yet, or ever: the next claim recovers its jobs)."""
+        return self._token is not None
+
+    async def claim(self, want: int, *, read_limit: int, check_abort: bool) -> ClaimReply | None:
+        """Lease up to `want` due jobs (and any a lost reply left leased to us); None when there is nothing to ask."""
+        recovering = self._token is not None
+        if want <= 0 and not recovering:
+            return None
+        if self._token is None:
+            self._claims += 1
+            self._token = contract.lease_token(self._scripts.worker_id, self._claims)
+        reply = await self._scripts.claim(
+            self._token, want=max(want, 0), read_limit=read_limit, check_abort=check_abort, recover=recovering
+        )
+        self._token = None
+        return reply
