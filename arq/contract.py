@@ -151,6 +151,18 @@ def parse_settle(reply: Sequence[Any]) -> SettleReply:
     return SettleReply([job_id for job_id, why in pairs if why != 'g'], [job_id for job_id, why in pairs if why == 'g'])
 
 
+def settle_and_claim_args(
+    settle: tuple[list[str], list[Any]], claim: tuple[list[str], list[Any]]
+) -> tuple[list[str], list[Any]]:
+    """scripts.SETTLE_AND_CLAIM's arguments, from `settle_args(...)` and `claim_args(...)` of the same queue."""
+    (keys, settle_argv), (_, claim_argv) = settle, claim
+    return keys, [len(settle_argv), *settle_argv, *claim_argv]
+
+
+def parse_settle_and_claim(reply: Sequence[Any], token: str) -> tuple[SettleReply, ClaimReply]:
+    return parse_settle(reply[0]), parse_claim(reply[1], token)
+
+
 # --- lease refresh ---
 
 

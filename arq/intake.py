@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable
 
-from .contract import Claim, ClaimReply
+from .contract import Claim, ClaimReply, Settlement, SettleReply
 from .leases import LeaseKeeper
 from .observer import WorkerObserver
+from .pacing import Pacer
 from .runner import JobCounters, JobRunner
 from .running import RunningJob, RunningJobs
 from .worker_scripts import Claimer
@@ -16,7 +16,7 @@ from .worker_scripts import Claimer
 
 class Intake:
     """
-    :param on_slot_freed: called when a job's task ends (the worker's loop may claim again)
+    :param pacer: told of each claim's reply, and woken when a job's task ends (the loop may claim again)
     """
 
     def __init__(
@@ -27,7 +27,7 @@ class Intake:
         leases: LeaseKeeper,
         counters: JobCounters,
         observer: WorkerObserver,
-        on_slot_freed: Callable[[], None],
+        pacer: Pacer,
     ) -> None:
         self.claimer = claimer
         self.runner = runner
@@ -35,7 +35,7 @@ class Intake:
         self.leases = leases
         self.counters = counters
         self.observer = observer
-        self._on_slot_freed = on_slot_freed
+        self.pacer = pacer
         #: the queue's length and its first job's score, as of the last claim (None: not known)
         self.queued: int | None = None
         self.next_score: int | None = None
@@ -43,12 +43,26 @@ class Intake:
     async def claim(self, free_slots: int, *, read_limit: int, check_abort: bool) -> ClaimReply | None:
         """Claim and start due jobs; returns the claim's reply (None: no claim was needed)."""
         reply = await self.claimer.claim(free_slots, read_limit=read_limit, check_abort=check_abort)
-        if reply is None:
-            return None
+        if reply is not None:
+            self._accept(reply)
+            self.pacer.claimed(reply.queued, bool(reply.jobs))
+        return reply
+
+    async def settle_and_claim(
+        self, batch: list[Settlement], want: int, *, recent_cap: int, read_limit: int, check_abort: bool
+    ) -> SettleReply:
+        """Settle `batch` and claim jobs for up to `want` slots (those the batch frees) in one round trip."""
+        settled, claimed = await self.claimer.settle_and_claim(
+            batch, want, recent_cap=recent_cap, read_limit=read_limit, check_abort=check_abort
+        )
+        self._accept(claimed)
+        self.pacer.claimed(claimed.queued, bool(claimed.jobs), polled=False)
+        return settled
+
+    def _accept(self, reply: ClaimReply) -> None:
         self.queued, self.next_score = reply.queued, reply.next_score
         if reply.jobs:
             self._start(reply.jobs)
-        return reply
 
     def _start(self, claims: list[Claim]) -> None:
         for claim in claims:
@@ -62,4 +76,4 @@ class Intake:
 
     def _done(self, job: RunningJob, task: asyncio.Task[None]) -> None:
         self.running.remove(job)
-        self._on_slot_freed()
+        self.pacer.wake()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 #: how often an idle worker polls an empty queue whose jobs all come with wake tokens
 IDLE_POLL_S = 2.0
@@ -26,8 +27,15 @@ BUSY_WAIT_S = 0.5
 
 
 class Pacer:
-    def __init__(self, poll_delay_s: float) -> None:
+    """
+    :param on_sleep: called when the loop starts a wait that only a wake or its timeout ends (arq.wake listens then)
+    """
+
+    def __init__(self, poll_delay_s: float, on_sleep: Callable[[], None] = lambda: None) -> None:
         self.poll_delay_s = poll_delay_s
+        self.on_sleep = on_sleep
+        #: the loop is in such a wait now
+        self.sleeping = False
         self._event = asyncio.Event()
         self._woken = False  # the last wait ended by a wake, not by its timeout
         self._queue_was_empty = False  # at the last claim
@@ -36,9 +44,10 @@ class Pacer:
     def wake(self) -> None:
         self._event.set()
 
-    def claimed(self, queued: int, got_jobs: bool) -> None:
-        """A claim's reply: the queue's length before it, and whether it leased any job."""
-        if got_jobs and self._queue_was_empty and not self._woken:
+    def claimed(self, queued: int, got_jobs: bool, *, polled: bool = True) -> None:
+        """A claim's reply: the queue's length before it, and whether it leased any job; `polled`: the loop's claim
+        (not one riding along with a settle)."""
+        if polled and got_jobs and self._queue_was_empty and not self._woken:
             self._unannounced_at = asyncio.get_running_loop().time()
         self._queue_was_empty = queued == 0
 
@@ -69,9 +78,14 @@ class Pacer:
         """Wait `timeout_s`, or until woken; always yields, so a zero poll_delay cannot starve the jobs."""
         self._woken = self._event.is_set()
         if not self._woken and timeout_s > 0:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout_s):
-                    await self._event.wait()
+            self.sleeping = True
+            self.on_sleep()
+            try:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout_s):
+                        await self._event.wait()
+            finally:
+                self.sleeping = False
             self._woken = self._event.is_set()
         else:
             await asyncio.sleep(0)

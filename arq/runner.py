@@ -199,7 +199,9 @@ class JobRunner:
         ctx = {**s.ctx, 'job_id': claim.job_id, 'job_try': claim.job_try,
                'enqueue_time': ms_to_datetime(payload.enqueue_time_ms), 'score': claim.score}  # fmt: skip
         start_ms = timestamp_ms()
-        outcome: BaseException | None = await self._hook('on_job_start', s.on_job_start, ctx, claim.job_id)
+        outcome: BaseException | None = None
+        if s.on_job_start is not None:
+            outcome = await self._hook('on_job_start', s.on_job_start, ctx, claim.job_id)
         if logger.isEnabledFor(logging.INFO):
             _log_start(job, payload, start_ms)
         result: Any = None
@@ -209,7 +211,8 @@ class JobRunner:
         verdict = self._verdict(job, payload, outcome, result, (finished_ms - start_ms) / 1000)
         self.observer.job_finished(payload.function_name, verdict.label, (finished_ms - start_ms) / 1000,
                                    start_ms - claim.score)  # fmt: skip
-        await self._hook('on_job_end', s.on_job_end, ctx, claim.job_id)
+        if s.on_job_end is not None:
+            await self._hook('on_job_end', s.on_job_end, ctx, claim.job_id)
         settlement = verdict.settlement
         keep_ms = self._keep_result_ms(payload.function) if settlement.finishes else None
         if keep_ms is not None:
@@ -219,25 +222,33 @@ class JobRunner:
         if payload.is_cron:
             settlement.tombstone_ms = keep_cronjob_progress * 1000
         await self._settle(settlement)
-        await self._hook('after_job_end', s.after_job_end, ctx, claim.job_id)
+        if s.after_job_end is not None:
+            await self._hook('after_job_end', s.after_job_end, ctx, claim.job_id)
 
     async def _call(self, job: RunningJob, payload: JobPayload, ctx: dict[Any, Any]) -> Outcome:
-        """Run the job function in a task of its own (what an abort or a shutdown cancels): (exception, result)."""
+        """Run the job function in the job's own task: an abort or a shutdown cancels that task while the function
+        runs (RunningJob.cancel), and those cancellations are taken back here, so the settle and the hooks still run.
+        (A task of its own per function, as before, cost a task and an asyncio.wait per job.)"""
         if self._cancelling():  # a shutdown cancelled the running jobs while this one's on_job_start hook ran
             return asyncio.CancelledError(), None
         function = payload.function
         assert function is not None
         timeout_s = self.settings.job_timeout_s if function.timeout_s is None else function.timeout_s
-        task = asyncio.create_task(_call_with_timeout(function, ctx, payload.args, payload.kwargs or {}, timeout_s))
-        job.function_task = task
+        task = job.function_task = cast(asyncio.Task[None], asyncio.current_task())
         try:
-            await asyncio.wait({task})
+            async with asyncio.timeout(timeout_s):
+                outcome: Outcome = None, await function.coroutine(ctx, *payload.args, **(payload.kwargs or {}))
+        except BaseException as e:  # noqa: B036 - whatever the function raised is its outcome, CancelledError too
+            outcome = e, None
         finally:
             job.function_task = None
-        if task.cancelled():
-            return asyncio.CancelledError(), None
-        error = task.exception()
-        return (error, None) if error is not None else (None, task.result())
+        for _ in range(job.take_cancels()):
+            task.uncancel()
+        if task.cancelling():  # cancelled by someone else than this worker: let it through
+            raise asyncio.CancelledError()
+        if isinstance(outcome[0], (KeyboardInterrupt, SystemExit)):
+            raise outcome[0]
+        return outcome
 
     def _verdict(
         self, job: RunningJob, payload: JobPayload, outcome: BaseException | None, result: Any, elapsed_s: float
@@ -255,9 +266,8 @@ class JobRunner:
         return result_payload(payload, job_try, success, result, times, s.queue_name, s.job_serializer)
 
     async def _hook(self, name: str, hook: Any, ctx: dict[Any, Any], job_id: str) -> BaseException | None:
-        """Run a job hook; an exception is logged with the job id and returned, never raised (arq crashed here)."""
-        if hook is None:
-            return None
+        """Run a job hook; an exception is logged with the job id and returned, never raised (arq crashed here).
+        The caller skips a hook that is None (no coroutine made per job for nothing)."""
         try:
             await hook(ctx)
         except Exception as e:
@@ -275,10 +285,3 @@ def _log_start(job: RunningJob, payload: JobPayload, start_ms: int) -> None:
     delay_s = (start_ms - payload.enqueue_time_ms) / 1000
     args = args_to_string(payload.args, payload.kwargs or {})
     logger.info('%6.2fs → %s(%s)%s', delay_s, payload.ref, args, extra, extra=job_extra(claim.job_id))
-
-
-async def _call_with_timeout(
-    function: Function | CronJob, ctx: dict[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], timeout_s: Any
-) -> Any:
-    async with asyncio.timeout(timeout_s):
-        return await function.coroutine(ctx, *args, **kwargs)

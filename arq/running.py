@@ -24,8 +24,11 @@ class RunningJob:
     claim: Claim
     #: the job's whole life: run, settle, hooks (set when the job starts)
     task: asyncio.Task[None] | None = None
-    #: the job function's task, while the function runs: what an abort or a shutdown cancels
+    #: the task running the job function, while the function runs (the job's own task): what an abort, a shutdown
+    #: or a lost lease cancels
     function_task: asyncio.Task[Any] | None = None
+    #: cancellations of `function_task` sent by this worker and not yet taken back (see JobRunner._call)
+    cancels: int = 0
     #: cancelled because an abort was requested (the outcome is then "aborted", not "cancelled, run again")
     aborting: bool = False
     #: loop time of the last cancellation, to cancel again a job that ignored it
@@ -40,8 +43,14 @@ class RunningJob:
         if self.function_task is None or self.function_task.done():
             return False
         self.cancelled_at = asyncio.get_running_loop().time()
-        self.function_task.cancel()
+        if self.function_task.cancel():
+            self.cancels += 1
         return True
+
+    def take_cancels(self) -> int:
+        """How many cancellations this worker sent while the function ran (the runner takes them back)."""
+        cancels, self.cancels = self.cancels, 0
+        return cancels
 
 
 class RunningJobs:

@@ -7,78 +7,13 @@ from prefixes passed as arguments (fine on a single Redis or Sentinel; arq's lay
 
 from __future__ import annotations
 
-# Waking idle workers: an enqueue pushes a token on the queue's wake list (`arq:wake:<queue>`), on which idle workers
-# of ours block (BLPOP). Each token wakes exactly one worker, so one job wakes one worker, not every idle one (a herd
-# of claims). The list is capped and expires; a claim that finds no more due jobs deletes it (stale tokens).
-WAKE = """
-local function wake(key, n)
-  for _ = 1, math.min(n, 100) do
-    redis.call('RPUSH', key, '1')
-  end
-  redis.call('LTRIM', key, -1000, -1)
-  redis.call('PEXPIRE', key, 60000)
-end
-"""
+from .scripts_enqueue import DELETE_IF_EQUAL, ENQUEUE, ENQUEUE_MANY, REQUEST_ABORT, WAKE
+from .scripts_fleet import RELEASE, RENEW_FOR
 
-# KEYS: job key, result key, queue. ARGV: expires ms, payload, score, job id, wake list.
-# Returns 1 when enqueued, 0 when a job or result with this id already exists (arq's uniqueness rule).
-ENQUEUE = (
-    WAKE
-    + """
-if redis.call('EXISTS', KEYS[1], KEYS[2]) ~= 0 then
-  return 0
-end
-redis.call('PSETEX', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
-wake(ARGV[5], 1)
-return 1
-"""
-)
-
-# Enqueue many jobs in one round trip, each exactly as ENQUEUE does (uniqueness per id: no job and no result with it),
-# and wake as many idle workers of each queue as it got jobs. ARGV: job prefix, result prefix, wake list prefix, then
-# the jobs packed
-# in one string: per job six fields (id, queue, expires ms, payload, score, '1' if the id is a fresh random one that
-# needs no uniqueness check), each a 4-byte big-endian length and its bytes (one argument, not six per job: packing
-# tens of thousands of arguments cost more than the enqueue).
-# Returns per job 1 (enqueued) or 0 (the id was taken, also by an earlier job of the same call).
-ENQUEUE_MANY = (
-    WAKE
-    + """
-local blob, pos = ARGV[4], 1
-local function field()
-  local size, start = struct.unpack('>I4', blob, pos)
-  pos = start + size
-  return string.sub(blob, start, pos - 1)
-end
-local out, added = {}, {}
-while pos <= #blob do
-  local id, queue, expires, payload, score, fresh = field(), field(), field(), field(), field(), field()
-  local job_key, result_key = ARGV[1] .. id, ARGV[2] .. id
-  if fresh ~= '1' and redis.call('EXISTS', job_key, result_key) ~= 0 then
-    out[#out + 1] = 0
-  else
-    redis.call('PSETEX', job_key, expires, payload)
-    local entries = added[queue]
-    if not entries then
-      entries = {}
-      added[queue] = entries
-    end
-    entries[#entries + 1] = score
-    entries[#entries + 1] = id
-    out[#out + 1] = 1
-  end
-end
--- one ZADD per queue (in slices: unpack has a limit), then the wake tokens
-for queue, entries in pairs(added) do
-  for start = 1, #entries, 2000 do
-    redis.call('ZADD', queue, unpack(entries, start, math.min(start + 1999, #entries)))
-  end
-  wake(ARGV[3] .. queue, #entries / 2)
-end
-return out
-"""
-)
+__all__ = [
+    'WAKE', 'ENQUEUE', 'ENQUEUE_MANY', 'REQUEST_ABORT', 'DELETE_IF_EQUAL', 'RELEASE', 'RENEW_FOR', 'CLAIM', 'SETTLE',
+    'SETTLE_AND_CLAIM', 'REFRESH_LEASES', 'POLL_ABORTS',
+]  # fmt: skip
 
 # Claim up to `want` due jobs for this worker and start them: take the in-progress key as a lease (SET PX, on ids
 # whose key an MGET found absent), read the payload and bump the try counter exactly as arq's start transaction does.
@@ -173,6 +108,7 @@ end
 return out
 """
 
+
 # Settle a batch of jobs in one round trip: finish (result stored, keys removed) or re-queue. The worker's settle and
 # the supervisor's failing of a poison job both come here: one finish path.
 # KEYS: queue. ARGV: job prefix, in-progress prefix, retry prefix, result prefix, abort set, done channel prefix,
@@ -265,6 +201,7 @@ end
 return lost
 """
 
+
 # Keep this worker's leases alive. KEYS: queue. ARGV: lease ms, in-progress prefix, then job id and token pairs.
 # A lease that lapsed (a long loop stall, a Redis outage) is taken again when the job is still queued and nobody else
 # holds it; another worker may have run it meanwhile (at-least-once). A lease another worker holds now is lost.
@@ -288,96 +225,6 @@ end
 return out
 """
 
-# Renew other workers' leases: a supervisor keeps its children's jobs leased while the children live, so a child's
-# stalled event loop cannot let a lease lapse, and the lease can be short (a lost host's jobs come back soon).
-# ARGV: lease ms, in-progress prefix, then pairs of job id and the prefix of its holder's tokens (`<worker id>:`).
-# Only a lease still held by that worker is renewed. Returns how many were.
-RENEW_FOR = """
-local renewed = 0
-for i = 3, #ARGV, 2 do
-  local key, owner = ARGV[2] .. ARGV[i], ARGV[i + 1]
-  local holder = redis.call('GET', key)
-  if holder and string.sub(holder, 1, #owner) == owner then
-    redis.call('PEXPIRE', key, ARGV[1])
-    renewed = renewed + 1
-  end
-end
-return renewed
-"""
-
-# Give a dead worker's jobs back at once (the supervisor runs this when a child dies). A job is released only while
-# it is queued and its in-progress key holds a token of the dead worker (`<worker id>:`): once its lease lapsed the
-# key may be another worker's. Counting the death (when there is evidence against the job) may make it poison; the
-# caller then fails it through SETTLE with the token returned. Besides the ids the parent knew of, the head of the
-# queue is searched for leases of the dead worker (a worker that died between a claim and telling its parent).
-# KEYS: queue. ARGV: worker prefix, count this death (1/0), max deaths, deaths ttl ms, wake list,
-#   in-progress prefix, deaths prefix, job prefix, retry prefix, scan limit, now ms, then job ids.
-# Returns one {id, code, deaths, payload, try, token} per job held: code 1 released, 2 to be failed by the caller.
-RELEASE = (
-    WAKE
-    + """
-local queue, owner = KEYS[1], ARGV[1]
-local count, max_deaths, deaths_ttl, nudge = ARGV[2] == '1', tonumber(ARGV[3]), ARGV[4], ARGV[5]
-local ip_p, deaths_p, job_p, retry_p, limit = ARGV[6], ARGV[7], ARGV[8], ARGV[9], tonumber(ARGV[10])
-local out, seen = {}, {}
-local function held(id)
-  local token = redis.call('GET', ip_p .. id)
-  if token and string.sub(token, 1, #owner) == owner and redis.call('ZSCORE', queue, id) then
-    return token
-  end
-  return nil
-end
-local function release(id, token, count_it)
-  local deaths = tonumber(redis.call('GET', deaths_p .. id) or '0')
-  if count_it then
-    deaths = redis.call('INCR', deaths_p .. id)
-    redis.call('PEXPIRE', deaths_p .. id, deaths_ttl)
-  end
-  if deaths >= max_deaths then
-    out[#out + 1] = {id, 2, deaths, redis.call('GET', job_p .. id) or false, redis.call('GET', retry_p .. id) or false,
-      token}
-  else
-    redis.call('DEL', ip_p .. id)
-    out[#out + 1] = {id, 1, deaths, false, false, token}
-  end
-end
-for i = 12, #ARGV do
-  local id = ARGV[i]
-  seen[id] = true
-  local token = held(id)
-  if token then
-    release(id, token, count)
-  end
-end
-local head = {}
-if limit > 0 then
-  head = redis.call('ZRANGEBYSCORE', queue, '-inf', ARGV[11], 'LIMIT', 0, limit)
-end
-for _, id in ipairs(head) do
-  if not seen[id] then
-    local token = held(id)
-    if token then
-      release(id, token, false)
-    end
-  end
-end
-if #out > 0 then
-  wake(nudge, #out)
-end
-return out
-"""
-)
-
-# Ask for an abort, as arq does: a deferred job is made due now (score 1) so a worker sees the request soon.
-# KEYS: queue, abort set. ARGV: job id, now ms.
-REQUEST_ABORT = """
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if score and tonumber(score) > tonumber(ARGV[2]) then
-  redis.call('ZADD', KEYS[1], 1, ARGV[1])
-end
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-return 1
-"""
 
 # The ids whose abort was requested, pruning stale requests (arq never prunes them, so an old request aborted a
 # future job with the same id): older than max age and the job is neither pending anywhere nor running.
@@ -397,11 +244,31 @@ end
 return out
 """
 
-# Delete a key only if it still holds the value we wrote (so one worker's exit leaves another's health line).
-# KEYS: key. ARGV: expected value.
-DELETE_IF_EQUAL = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
+
+def _as_function(name: str, script: str) -> str:
+    """A script's body as a Lua function of (KEYS, ARGV), to run several in one call."""
+    return f'local function {name}(KEYS, ARGV)\n{script}\nend\n'
+
+
+# SETTLE, then CLAIM for the slots the settled jobs free, in one round trip (a busy worker's loop otherwise sends a
+# claim after every settle). ARGV: how many of the arguments are SETTLE's, then SETTLE's, then CLAIM's.
+# Returns {SETTLE's reply, CLAIM's reply}; SETTLE's refusal (a key of the wrong type) is returned as the error.
+SETTLE_AND_CLAIM = (
+    _as_function('settle', SETTLE)
+    + _as_function('claim', CLAIM)
+    + """
+local n = tonumber(ARGV[1])
+local settle_argv, claim_argv = {}, {}
+for i = 2, n + 1 do
+  settle_argv[#settle_argv + 1] = ARGV[i]
 end
-return 0
+for i = n + 2, #ARGV do
+  claim_argv[#claim_argv + 1] = ARGV[i]
+end
+local lost = settle(KEYS, settle_argv)
+if lost.err then
+  return lost
+end
+return {lost, claim(KEYS, claim_argv)}
 """
+)

@@ -78,7 +78,12 @@ class SettleBatcher:
         if not self._pending:
             loop.call_soon(self._flush)
         self._pending.append((settlement, future))
-        await asyncio.shield(future)
+        await future  # cancelled with its waiter, it is still written: _settle_batch resolves only undone futures
+
+    @property
+    def busy(self) -> bool:
+        """Settlements wait to be written, or are being written."""
+        return bool(self._pending or self._tasks)
 
     async def close(self) -> None:
         """Wait for the writes under way."""

@@ -207,7 +207,9 @@ class Worker(WorkerOptions):
         if self.on_startup:
             await self.on_startup(self.ctx)
         self.observer.ready()
-        self._waker = WakeListener(self.pool, self.queue_name, self._pacer.wake, lambda: self._free_slots() > 0)
+        self._waker = WakeListener(self.pool, self.queue_name, self._pacer.wake, lambda: self._free_slots() > 0,
+                                   lambda: self._pacer.sleeping)  # fmt: skip
+        self._pacer.on_sleep = self._waker.recheck
         with signal_handlers(self.handle_signals, self.handle_sig):
             self._background.start(self._leases.run(), self._waker.run())
             try:
@@ -228,7 +230,7 @@ class Worker(WorkerOptions):
         runner = JobRunner(settings, self.pool, self._settler.settle, self.counters, self.observer,
                            lambda: self._stop.cancelling)  # fmt: skip
         self._intake = Intake(Claimer(scripts), runner, self.running, self._leases, self.counters, self.observer,
-                              self._slot_freed)  # fmt: skip
+                              self._pacer)  # fmt: skip
 
     async def _poll_loop(self) -> None:
         backoff = LoopBackoff(self._outages, 'worker loop')
@@ -236,7 +238,7 @@ class Worker(WorkerOptions):
             # main() was cancelled, but redis-py swallowed the CancelledError (it can while a connection is set up)
             reraise_if_cancelling()
             try:
-                await self._iteration()
+                await self._poll_iteration()
             except Exception as e:
                 await self._pacer.sleep(backoff.failed(e))
                 continue
@@ -245,7 +247,8 @@ class Worker(WorkerOptions):
                 return
             await self._pacer.sleep(self._next_wait_s())
 
-    async def _iteration(self) -> None:
+    async def _poll_iteration(self) -> None:
+        """One turn of the loop: claim, aborts, health, cron (arq's name, kept for subclasses and tests)."""
         self._aborts.recancel_stragglers()
         await self._claim_jobs()
         if self.allow_abort_jobs:
@@ -255,10 +258,6 @@ class Worker(WorkerOptions):
         if self.cron_jobs and await self._run_cron():
             # a cron job was just enqueued: a burst worker must not stop before running it
             self.intake.queued = None
-
-    async def _poll_iteration(self) -> None:
-        """arq's name for one turn of the loop (claim, aborts, health, cron), kept for subclasses and tests."""
-        await self._iteration()
 
     def _burst_done(self) -> bool:
         if 0 <= self.max_burst_jobs <= self.jobs_started:
@@ -275,10 +274,11 @@ class Worker(WorkerOptions):
 
     # --- claiming and settling ---
 
-    def _free_slots(self) -> int:
+    def _free_slots(self, leaving: int = 0) -> int:
+        """Jobs to claim now; `leaving`: running jobs about to leave (their settle is being written)."""
         if not self.allow_pick_jobs or not self._stop.running:
             return 0
-        slots = self.max_jobs - len(self.running)
+        slots = self.max_jobs - len(self.running) + leaving
         if self.burst and self.max_burst_jobs >= 0:
             slots = min(slots, self.max_burst_jobs - self.jobs_started)
         if self.job_limit is not None:
@@ -286,16 +286,7 @@ class Worker(WorkerOptions):
         return max(slots, 0)
 
     async def _claim_jobs(self) -> None:
-        reply = await self.intake.claim(
-            self._free_slots(), read_limit=self.queue_read_limit, check_abort=self.allow_abort_jobs
-        )
-        if reply is not None:
-            self._pacer.claimed(reply.queued, bool(reply.jobs))
-
-    def _slot_freed(self) -> None:
-        self._pacer.wake()
-        if self._waker is not None:
-            self._waker.slot_freed()
+        await self.intake.claim(self._free_slots(), read_limit=self.queue_read_limit, check_abort=self.allow_abort_jobs)
 
     @property
     def scripts(self) -> WorkerScripts:
@@ -307,7 +298,14 @@ class Worker(WorkerOptions):
         return _connected(self._intake)
 
     async def _write_settlements(self, batch: list[Settlement]) -> SettleReply:
-        return await self.scripts.settle(batch, recent_cap=self.recent_outcomes)
+        """Settle, and claim for the slots the batch frees in the same round trip (none while an after_job_end hook
+        holds them: it runs after the settle)."""
+        want = 0 if self.after_job_end is not None else self._free_slots(leaving=len(batch))
+        if want == 0 or not self.intake.claimer.can_refill:
+            return await self.scripts.settle(batch, recent_cap=self.recent_outcomes)
+        return await self.intake.settle_and_claim(batch, want, recent_cap=self.recent_outcomes,
+                                                  read_limit=self.queue_read_limit,
+                                                  check_abort=self.allow_abort_jobs)  # fmt: skip
 
     def _left(self, job_ids: list[str]) -> None:
         """These jobs' settlement is committed (or was given up): this worker no longer holds their leases."""
@@ -373,8 +371,9 @@ class Worker(WorkerOptions):
             return
         self._closed = True
         self.stop_now()
-        await self._wait_for_jobs()
-        await self._settler.close()
+        while self.running or self._settler.busy:  # a last settle may bring claimed jobs: they go back at once
+            await self._wait_for_jobs()
+            await self._settler.close()
         with contextlib.suppress(*LoopBackoff.TRANSIENT):
             await self._pool.delete(claim_record_prefix + self.worker_id)
         if self.on_shutdown:

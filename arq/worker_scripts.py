@@ -22,16 +22,31 @@ class WorkerScripts:
         self.lease_ms = lease_ms
         self._claim = pool.register_script(scripts.CLAIM)
         self._settle = pool.register_script(scripts.SETTLE)
+        self._settle_and_claim = pool.register_script(scripts.SETTLE_AND_CLAIM)
         self._refresh = pool.register_script(scripts.REFRESH_LEASES)
         self._poll_aborts = pool.register_script(scripts.POLL_ABORTS)
 
     async def claim(self, token: str, *, want: int, read_limit: int, check_abort: bool, recover: bool) -> ClaimReply:
         """Lease up to `want` due jobs under `token`; `recover`: this token's reply was lost, return its jobs."""
-        keys, args = contract.claim_args(
+        keys, args = self._claim_args(token, want, read_limit, check_abort, recover)
+        return contract.parse_claim(await self._claim(keys=keys, args=args), token)
+
+    def _claim_args(
+        self, token: str, want: int, read_limit: int, check_abort: bool, recover: bool
+    ) -> tuple[list[str], list[Any]]:
+        return contract.claim_args(
             queue=self.queue_name, worker_id=self.worker_id, token=token, now_ms=timestamp_ms(),
             lease_ms=self.lease_ms, want=want, read_limit=read_limit, check_abort=check_abort, recover=recover,
         )  # fmt: skip
-        return contract.parse_claim(await self._claim(keys=keys, args=args), token)
+
+    async def settle_and_claim(
+        self, batch: Sequence[Settlement], *, recent_cap: int, token: str, want: int, read_limit: int, check_abort: bool
+    ) -> tuple[SettleReply, ClaimReply]:
+        """`settle(batch)`, then `claim(token, want=...)` for the slots it frees, in one round trip."""
+        settle = contract.settle_args(self.queue_name, batch, now_ms=timestamp_ms(), recent_cap=recent_cap)
+        claim = self._claim_args(token, want, read_limit, check_abort, False)
+        keys, args = contract.settle_and_claim_args(settle, claim)
+        return contract.parse_settle_and_claim(await self._settle_and_claim(keys=keys, args=args), token)
 
     async def settle(self, batch: Sequence[Settlement], *, recent_cap: int) -> SettleReply:
         keys, args = contract.settle_args(self.queue_name, batch, now_ms=timestamp_ms(), recent_cap=recent_cap)
@@ -57,23 +72,53 @@ class Claimer:
     def __init__(self, scripts: WorkerScripts) -> None:
         self._scripts = scripts
         self._claims = 0
-        self._token: str | None = None
+        self._token: str | None = None  # of the claim whose reply has not arrived: in flight, or lost
+        self._in_flight = False
 
     @property
     def pending(self) -> bool:
         """A claim was sent and its reply has not arrived (yet, or ever: the next claim recovers its jobs)."""
         return self._token is not None
 
+    @property
+    def can_refill(self) -> bool:
+        """No claim is in flight or waits to be recovered: a settle may claim in the same round trip."""
+        return self._token is None and not self._in_flight
+
     async def claim(self, want: int, *, read_limit: int, check_abort: bool) -> ClaimReply | None:
         """Lease up to `want` due jobs (and any a lost reply left leased to us); None when there is nothing to ask."""
         recovering = self._token is not None
-        if want <= 0 and not recovering:
-            return None
-        if self._token is None:
-            self._claims += 1
-            self._token = contract.lease_token(self._scripts.worker_id, self._claims)
-        reply = await self._scripts.claim(
-            self._token, want=max(want, 0), read_limit=read_limit, check_abort=check_abort, recover=recovering
-        )
+        if self._in_flight or (want <= 0 and not recovering):
+            return None  # one claim at a time: two under one token would recover each other's jobs twice
+        token = self._token or self._new_token()
+        self._in_flight = True
+        try:
+            reply = await self._scripts.claim(
+                token, want=max(want, 0), read_limit=read_limit, check_abort=check_abort, recover=recovering
+            )
+        finally:
+            self._in_flight = False
         self._token = None
         return reply
+
+    async def settle_and_claim(
+        self, batch: Sequence[Settlement], want: int, *, recent_cap: int, read_limit: int, check_abort: bool
+    ) -> tuple[SettleReply, ClaimReply]:
+        """Settle `batch` and claim up to `want` jobs in the same round trip; only when no claim is pending (a lost
+        reply leaves the token pending, and the next `claim()` recovers its jobs)."""
+        assert self.can_refill, 'a pending claim must be recovered by claim() first'
+        token = self._new_token()
+        self._in_flight = True
+        try:
+            settled, claimed = await self._scripts.settle_and_claim(
+                batch, recent_cap=recent_cap, token=token, want=want, read_limit=read_limit, check_abort=check_abort
+            )
+        finally:
+            self._in_flight = False
+        self._token = None
+        return settled, claimed
+
+    def _new_token(self) -> str:
+        self._claims += 1
+        self._token = contract.lease_token(self._scripts.worker_id, self._claims)
+        return self._token

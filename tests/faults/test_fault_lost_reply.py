@@ -27,7 +27,7 @@ import redis
 
 from arq import create_pool
 from arq.connections import RedisSettings
-from arq.scripts import CLAIM, SETTLE
+from arq.scripts import CLAIM, SETTLE, SETTLE_AND_CLAIM
 from arq.worker import Retry, Worker
 from tests.faults.harness import report
 from tests.support.redis_server import RedisServer
@@ -158,21 +158,29 @@ async def test_claim_whose_reply_is_lost_is_run_soon_at_try_1(redis_server: Redi
         direct.close()
 
 
+async def _no_hook(ctx: dict[str, Any]) -> None:
+    """An after_job_end hook: a worker with one settles without claiming in the same round trip."""
+
+
+@pytest.mark.parametrize('script', ['SETTLE', 'SETTLE_AND_CLAIM'])
 async def test_requeue_whose_reply_is_lost_never_runs_the_job_twice_at_once(
-    redis_server: RedisServer, redis_db: int
+    redis_server: RedisServer, redis_db: int, script: str
 ) -> None:
-    """Try 1 asks for a retry, try 2 runs, nothing else: the re-queue sent again is applied once."""
+    """Try 1 asks for a retry, try 2 runs, nothing else: the re-queue sent again is applied once. With
+    SETTLE_AND_CLAIM the lost reply also held the job claimed again: the next claim recovers it."""
     RUNS.clear()
+    lua = SETTLE if script == 'SETTLE' else SETTLE_AND_CLAIM
     direct = redis.Redis(port=redis_server.port, db=redis_db)
-    direct.script_load(SETTLE)
-    direct.script_load(CLAIM)
+    for loaded in (SETTLE, CLAIM, SETTLE_AND_CLAIM):
+        direct.script_load(loaded)
     queue = f'test:lost-settle:{time.monotonic_ns()}'
-    proxy = await ReplyDroppingProxy(redis_server.port, hashlib.sha1(SETTLE.encode()).hexdigest().encode()).start()
+    proxy = await ReplyDroppingProxy(redis_server.port, hashlib.sha1(lua.encode()).hexdigest().encode()).start()
     pool = await create_pool(RedisSettings(port=redis_server.port, database=redis_db), default_queue_name=queue)
     # the first worker talks through the proxy, which loses the reply of its first settlement; the second is direct
     workers = [
         Worker([flaky_job], redis_settings=RedisSettings(host='127.0.0.1', port=port, database=redis_db),
-               queue_name=queue, poll_delay=0.05, handle_signals=False)
+               queue_name=queue, poll_delay=0.05, handle_signals=False,
+               after_job_end=_no_hook if script == 'SETTLE' else None)
         for port in (proxy.port, redis_server.port)
     ]  # fmt: skip
     tasks = []
@@ -198,6 +206,47 @@ async def test_requeue_whose_reply_is_lost_never_runs_the_job_twice_at_once(
                 await task
         for worker in workers:
             await worker.close()
+        await pool.aclose()
+        await proxy.close()
+        direct.close()
+
+
+async def test_settle_and_claim_whose_reply_is_lost_runs_the_claimed_job_soon_at_try_1(
+    redis_server: RedisServer, redis_db: int
+) -> None:
+    """One slot: job a's settle also claims job b; the reply is lost. a's settle is sent again (alone), and the next
+    claim recovers b under the lost reply's token: b runs within half a lease, at try 1."""
+    direct = redis.Redis(port=redis_server.port, db=redis_db)
+    for loaded in (SETTLE, CLAIM, SETTLE_AND_CLAIM):
+        direct.script_load(loaded)
+    queue = f'test:lost-settle-claim:{time.monotonic_ns()}'
+    sha = hashlib.sha1(SETTLE_AND_CLAIM.encode()).hexdigest().encode()
+    proxy = await ReplyDroppingProxy(redis_server.port, sha).start()
+    pool = await create_pool(RedisSettings(port=redis_server.port, database=redis_db), default_queue_name=queue)
+    worker = Worker(
+        [job], redis_settings=RedisSettings(host='127.0.0.1', port=proxy.port, database=redis_db), queue_name=queue,
+        poll_delay=0.2, lease_s=LEASE_S, handle_signals=False, max_jobs=1,
+    )  # fmt: skip
+    task = None
+    try:
+        first, second = await pool.enqueue_job('job'), await pool.enqueue_job('job')
+        assert first is not None and second is not None
+        proxy.armed = True
+        started = time.monotonic()
+        task = asyncio.create_task(worker.async_run())
+        results = [await first.result(timeout=LEASE_S * 3), await second.result(timeout=LEASE_S * 3)]
+        took_s = time.monotonic() - started
+        report('lost_settle_and_claim_reply', lease_s=LEASE_S, replies_dropped=proxy.dropped,
+               ran_after_s=round(took_s, 2), tries=results)  # fmt: skip
+        assert proxy.dropped == 1
+        assert results == [1, 1], 'the lost claim used up a try'
+        assert took_s < LEASE_S / 2, f'the second job waited {took_s:.1f}s: its lease, held by no one'
+    finally:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        await worker.close()
         await pool.aclose()
         await proxy.close()
         direct.close()
