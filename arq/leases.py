@@ -24,6 +24,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from time import monotonic
 
+from .constants import lease_renewals
 from .settle import is_transient
 
 logger = logging.getLogger('arq.worker')
@@ -31,6 +32,8 @@ logger = logging.getLogger('arq.worker')
 #: renews the given leases (job id -> token); returns (lapsed leases taken again, ids another worker holds now)
 Refresh = Callable[[dict[str, str]], Awaitable[tuple[int, list[str]]]]
 
+#: renewals per lease while they fail (lease_renewals while they work): a lost lease is seen soon after Redis is back
+RENEWALS_WHILE_FAILING = 10
 #: with stop_unleased, a job whose lease has not been renewed for this fraction of it is stopped
 GIVE_UP_FRACTION = 0.75
 
@@ -71,7 +74,7 @@ class LeaseKeeper:
         """Renew until cancelled."""
         while True:
             # while renewals fail, try more often: once Redis answers again, a lost lease is seen soon
-            await asyncio.sleep(self.lease_s / (10 if self._failing else 3))
+            await asyncio.sleep(self.lease_s / (RENEWALS_WHILE_FAILING if self._failing else lease_renewals))
             if self.held:
                 await self.renew()
 
@@ -80,7 +83,7 @@ class LeaseKeeper:
         try:
             # bounded: behind a silent partition a command waits for its socket timeout, and a lease must be given up
             # before it can lapse
-            async with asyncio.timeout(self.lease_s / 6):
+            async with asyncio.timeout(self.lease_s / (2 * lease_renewals)):  # half the time between renewals
                 lapsed, lost = await self._refresh(dict(self.held))
         except Exception as e:
             if not is_transient(e):  # a bug or bad data: keep the task alive, the next turn tries again
