@@ -13,7 +13,7 @@ logger = logging.getLogger('arq.worker')
 #: a cancelled job still running after this long is cancelled again
 RECANCEL_AFTER_S = 2.0
 #: how often a worker running no job reads the abort set (only to prune it)
-IDLE_POLL_S = 5.0
+IDLE_POLL_S = 10.0
 
 #: the ids whose abort was requested (scripts.POLL_ABORTS, pruning stale requests)
 PollAborts = Callable[[], Awaitable[list[str]]]

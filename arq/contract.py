@@ -159,8 +159,9 @@ def settle_and_claim_args(
     return keys, [len(settle_argv), *settle_argv, *claim_argv]
 
 
-def parse_settle_and_claim(reply: Sequence[Any], token: str) -> tuple[SettleReply, ClaimReply]:
-    return parse_settle(reply[0]), parse_claim(reply[1], token)
+def parse_settle_and_claim(reply: Sequence[Any], token: str) -> tuple[SettleReply, ClaimReply | None]:
+    """The claim's reply is None when Redis was full (it claimed nothing: see scripts.SETTLE_AND_CLAIM)."""
+    return parse_settle(reply[0]), None if reply[1] is None else parse_claim(reply[1], token)
 
 
 # --- lease refresh ---

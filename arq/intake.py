@@ -55,8 +55,9 @@ class Intake:
         settled, claimed = await self.claimer.settle_and_claim(
             batch, want, recent_cap=recent_cap, read_limit=read_limit, check_abort=check_abort
         )
-        self._accept(claimed)
-        self.pacer.claimed(claimed.queued, bool(claimed.jobs), polled=False)
+        if claimed is not None:
+            self._accept(claimed)
+            self.pacer.claimed(claimed.queued, bool(claimed.jobs), polled=False)
         return settled
 
     def _accept(self, reply: ClaimReply) -> None:

@@ -252,11 +252,17 @@ def _as_function(name: str, script: str) -> str:
 
 # SETTLE, then CLAIM for the slots the settled jobs free, in one round trip (a busy worker's loop otherwise sends a
 # claim after every settle). ARGV: how many of the arguments are SETTLE's, then SETTLE's, then CLAIM's.
-# Returns {SETTLE's reply, CLAIM's reply}; SETTLE's refusal (a key of the wrong type) is returned as the error.
+# Returns {SETTLE's reply, CLAIM's reply, or false when Redis is full}; SETTLE's refusal (a key of the wrong type) is
+# returned as the error. A full Redis (maxmemory, noeviction) refuses a script's first write that may grow memory, but
+# lets a script that began writing finish: SETTLE's first write (a DEL) would let CLAIM's through, and jobs would start
+# that cannot record their outcome. So the script asks first, with a growing write to a key that never exists
+# (LPUSHX writes nothing then), and claims nothing when Redis refuses it.
 SETTLE_AND_CLAIM = (
     _as_function('settle', SETTLE)
     + _as_function('claim', CLAIM)
     + """
+local full = redis.pcall('LPUSHX', 'arq:never-created', '1')
+full = type(full) == 'table' and full.err ~= nil
 local n = tonumber(ARGV[1])
 local settle_argv, claim_argv = {}, {}
 for i = 2, n + 1 do
@@ -268,6 +274,9 @@ end
 local lost = settle(KEYS, settle_argv)
 if lost.err then
   return lost
+end
+if full then
+  return {lost, false}
 end
 return {lost, claim(KEYS, claim_argv)}
 """

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable
 
 from redis.exceptions import RedisError
@@ -23,8 +24,9 @@ logger = logging.getLogger('arq.worker')
 _BACKOFF_START_S, _BACKOFF_MAX_S = 0.1, 5.0
 #: what makes the listener wait and try again, never die
 _TROUBLE = (RedisError, OSError, asyncio.TimeoutError)
-#: the longest one BLPOP blocks: an idle worker's one command every few seconds (a stop cancels it at once)
-BLOCK_S = 5
+#: the longest one BLPOP blocks: an idle worker's one command every few seconds (a stop cancels it at once); less
+#: than the connection's socket timeout (redis-py 8 defaults to 5 s), which would drop the connection every time
+BLOCK_S = 10
 
 
 class WakeListener:
@@ -53,6 +55,8 @@ class WakeListener:
         self.waiting = waiting
         self.stopped = False
         self._recheck = asyncio.Event()
+        socket_timeout = pool.connection_pool.connection_kwargs.get('socket_timeout')
+        self.block_s = BLOCK_S if not socket_timeout else max(1, min(BLOCK_S, math.ceil(socket_timeout) - 1))
 
     def recheck(self) -> None:
         """The worker's loop started to sleep: it may want a token now."""
@@ -70,7 +74,7 @@ class WakeListener:
                 await self._recheck.wait()
                 continue
             try:
-                token = await self.pool.blpop([self.key], timeout=BLOCK_S)
+                token = await self.pool.blpop([self.key], timeout=self.block_s)
             except _TROUBLE as e:
                 reraise_if_cancelling()
                 logger.debug('waiting for wake tokens failed: %s; again in %0.1fs', e, backoff)

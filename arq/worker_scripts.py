@@ -41,8 +41,9 @@ class WorkerScripts:
 
     async def settle_and_claim(
         self, batch: Sequence[Settlement], *, recent_cap: int, token: str, want: int, read_limit: int, check_abort: bool
-    ) -> tuple[SettleReply, ClaimReply]:
-        """`settle(batch)`, then `claim(token, want=...)` for the slots it frees, in one round trip."""
+    ) -> tuple[SettleReply, ClaimReply | None]:
+        """`settle(batch)`, then `claim(token, want=...)` for the slots it frees, in one round trip (None: Redis was
+        full, nothing was claimed)."""
         settle = contract.settle_args(self.queue_name, batch, now_ms=timestamp_ms(), recent_cap=recent_cap)
         claim = self._claim_args(token, want, read_limit, check_abort, False)
         keys, args = contract.settle_and_claim_args(settle, claim)
@@ -103,7 +104,7 @@ class Claimer:
 
     async def settle_and_claim(
         self, batch: Sequence[Settlement], want: int, *, recent_cap: int, read_limit: int, check_abort: bool
-    ) -> tuple[SettleReply, ClaimReply]:
+    ) -> tuple[SettleReply, ClaimReply | None]:
         """Settle `batch` and claim up to `want` jobs in the same round trip; only when no claim is pending (a lost
         reply leaves the token pending, and the next `claim()` recovers its jobs)."""
         assert self.can_refill, 'a pending claim must be recovered by claim() first'
