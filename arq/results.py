@@ -109,9 +109,14 @@ class ResultWatch:
                     future.exception()  # marked retrieved: waiters that left meanwhile leave no warning
 
     async def _unsubscribe(self, channels: list[str]) -> None:
+        pubsub = self._pubsub
+        if not self._events or pubsub is None:
+            return  # nobody waits: the reader closes the subscriber connection, and every subscription with it
         still_unwatched = [c for c in channels if c not in self._events]  # watched again meanwhile: kept
-        if still_unwatched and self._pubsub is not None:
-            await self._pubsub.unsubscribe(*still_unwatched)
+        if still_unwatched:
+            await pubsub.unsubscribe(*still_unwatched)
+        if self._pubsub is not pubsub:  # closed meanwhile: redis-py may have reconnected it to unsubscribe
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _subscribe(self, channels: list[str]) -> None:
         if self._pubsub is None:
