@@ -7,6 +7,7 @@ pure: the caller runs the script with its own client (`keys=..., args=...`).
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,8 @@ from .constants import (
     retry_key_prefix,
     wake_list_prefix,
 )
+
+_LENGTH = struct.Struct('>I')
 
 #: `keep_result_ms` and a settlement's `result_px` say "keep the result forever" with this one value
 KEEP_FOREVER_MS = 0
@@ -120,8 +123,13 @@ class Settlement:
     def finishes(self) -> bool:
         return self.op in (SUCCESS, FAILURE)
 
-    def fields(self) -> tuple[str, str, str, int, bytes, int, int]:
-        return self.job_id, self.op, self.token, self.tombstone_ms, self.result, self.result_px, self.score_incr
+    def packed(self) -> bytes:
+        """The settle script's 7 fields of this job, each a 4-byte big-endian length and its bytes."""
+        fields = (
+            self.job_id.encode(), self.op.encode(), self.token.encode(), b'%d' % self.tombstone_ms, self.result,
+            b'%d' % self.result_px, b'%d' % self.score_incr,
+        )  # fmt: skip
+        return b''.join(_LENGTH.pack(len(field)) + field for field in fields)
 
 
 def settle_args(
@@ -133,8 +141,7 @@ def settle_args(
         job_done_channel_prefix, job_deaths_key_prefix, recent_outcomes_key_prefix + queue + ':', recent_cap,
         recent_outcomes_ttl_ms, now_ms,
     ]  # fmt: skip
-    for settlement in batch:
-        args.extend(settlement.fields())
+    args.append(b''.join(settlement.packed() for settlement in batch))
     return [queue], args
 
 
