@@ -103,6 +103,19 @@ class ReplyDroppingProxy:
             writer.close()
 
 
+async def _tear_down(
+    task: asyncio.Task[None] | None, worker: Worker, pool: Any, proxy: ReplyDroppingProxy, direct: redis.Redis
+) -> None:
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+    await worker.close()
+    await pool.aclose()
+    await proxy.close()
+    direct.close()
+
+
 async def job(ctx: dict[str, Any]) -> int:
     return int(ctx['job_try'])
 
@@ -148,14 +161,7 @@ async def test_claim_whose_reply_is_lost_is_run_soon_at_try_1(redis_server: Redi
         assert job_try == 1, 'the lost claim used up a try'
         assert took_s < LEASE_S / 2, f'the job waited {took_s:.1f}s: its lease, held by no one'
     finally:
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
-        await worker.close()
-        await pool.aclose()
-        await proxy.close()
-        direct.close()
+        await _tear_down(task, worker, pool, proxy, direct)
 
 
 async def _no_hook(ctx: dict[str, Any]) -> None:
@@ -242,11 +248,4 @@ async def test_settle_and_claim_whose_reply_is_lost_runs_the_claimed_job_soon_at
         assert results == [1, 1], 'the lost claim used up a try'
         assert took_s < LEASE_S / 2, f'the second job waited {took_s:.1f}s: its lease, held by no one'
     finally:
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
-        await worker.close()
-        await pool.aclose()
-        await proxy.close()
-        direct.close()
+        await _tear_down(task, worker, pool, proxy, direct)
