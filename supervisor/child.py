@@ -228,7 +228,7 @@ class ChildRunner:
         try:
             if spec.blame_region is not None:
                 kwargs = blamed_jobs(kwargs, BlameRecorder(spec.blame_region))
-            worker = Worker(**kwargs, observer=reporter)
+            worker = Worker(**{**kwargs, 'observer': reporter})
         except Exception as e:
             return self._boot_failed(link, e)
         reporter.worker = worker
