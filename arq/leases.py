@@ -66,9 +66,15 @@ class LeaseKeeper:
         self.held[job_id] = token
         self._renewed_at[job_id] = self._clock()
 
-    def drop(self, job_id: str) -> None:
-        self.held.pop(job_id, None)
+    def drop(self, job_id: str, token: str | None = None) -> bool:
+        """Stop renewing the job's lease; with `token`, only that lease: the job may have been claimed again since
+        (a settle that re-queues it and claims it back in one call, a claim's reply handled before a settle's).
+        Returns whether a lease was dropped."""
+        if job_id not in self.held or (token is not None and self.held[job_id] != token):
+            return False
+        del self.held[job_id]
         self._renewed_at.pop(job_id, None)
+        return True
 
     async def run(self) -> None:
         """Renew until cancelled."""

@@ -51,7 +51,7 @@ def is_transient(e: BaseException) -> bool:
 class SettleBatcher:
     """
     :param write: runs the settle script for a batch
-    :param on_settled: called with the ids that left this worker (settled, dropped as fenced, or given up)
+    :param on_settled: called with the settlements that left this worker (written, dropped as fenced, or given up)
     :param on_transient: called with each transient error and the backoff before the next try
     :param on_written: called after each write Redis accepted (a transient trouble is over)
     """
@@ -59,7 +59,7 @@ class SettleBatcher:
     def __init__(
         self,
         write: WriteBatch,
-        on_settled: Callable[[list[str]], None],
+        on_settled: Callable[[list[Settlement]], None],
         *,
         on_transient: Callable[[BaseException, float], None],
         on_written: Callable[[], None] = lambda: None,
@@ -102,7 +102,7 @@ class SettleBatcher:
         try:
             await self._write_or_split([s for s, _ in batch])
         finally:  # also when cancelled while retrying (the worker is closing): the leases then lapse by themselves
-            self._on_settled([s.job_id for s, _ in batch])
+            self._on_settled([s for s, _ in batch])
             for _, future in batch:
                 if not future.done():
                     future.set_result(None)

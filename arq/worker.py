@@ -307,11 +307,9 @@ class Worker(WorkerOptions):
                                                   read_limit=self.queue_read_limit,
                                                   check_abort=self.allow_abort_jobs)  # fmt: skip
 
-    def _left(self, job_ids: list[str]) -> None:
-        """These jobs' settlement is committed (or was given up): this worker no longer holds their leases."""
-        for job_id in job_ids:
-            self._leases.drop(job_id)
-        self.observer.settled(job_ids)
+    def _left(self, settlements: list[Settlement]) -> None:
+        """These settlements are committed (or were given up): their leases are no longer ours to renew."""
+        self.observer.settled([s.job_id for s in settlements if self._leases.drop(s.job_id, s.token)])
 
     # --- leases, aborts, cron ---
 

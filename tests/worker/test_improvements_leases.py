@@ -67,3 +67,13 @@ async def test_a_renewal_resets_the_clock_of_every_lease() -> None:
     clock.now += 4.0
     await keeper.renew()  # 4 s since the renewal: kept
     assert lost == []
+
+
+def test_a_drop_with_a_token_leaves_a_newer_lease_of_the_same_job() -> None:
+    async def refresh(held: dict[str, str]) -> tuple[int, list[str]]:
+        return 0, []
+
+    keeper = LeaseKeeper(refresh, 6.0, lambda job_id, why: None)
+    keeper.hold('a', 'w:2')  # claimed again before the settle of its claim w:1 was handled
+    assert keeper.drop('a', 'w:1') is False and keeper.held == {'a': 'w:2'}
+    assert keeper.drop('a', 'w:2') is True and keeper.held == {}

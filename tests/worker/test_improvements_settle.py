@@ -118,3 +118,42 @@ async def test_a_settle_sent_again_is_told_apart_from_a_lease_held_by_another(
     sync_redis.zadd(queue_name, {'k': 1})
     keys, args = contract.settle_args(queue_name, [contract.Settlement('k', contract.FAILURE, 'w:1')], now_ms=2)
     assert contract.parse_settle(await settle(keys=keys, args=args)) == contract.SettleReply(['k'], [])
+
+
+async def retried_then_long(ctx: dict[str, Any]) -> int:
+    """Try 1 asks to run again at once; try 2 outlives the lease several times over, so it needs its renewals."""
+    await ctx['redis'].incr(f'runs:{ctx["job_id"]}')
+    if ctx['job_try'] == 1:
+        from arq.worker import Retry
+
+        raise Retry(defer=0)
+    while not await ctx['redis'].exists(f'go:{ctx["job_id"]}'):
+        await asyncio.sleep(0.02)
+    return int(ctx['job_try'])
+
+
+async def test_a_job_claimed_back_by_its_own_settle_keeps_its_new_lease(
+    arq_redis: ArqRedis, sync_redis: redis.Redis, worker: WorkerFactory
+) -> None:
+    """The re-queue of try 1 and the claim of try 2 happen in one script call (SETTLE_AND_CLAIM); the settle's end
+    must not drop the new lease, or try 2 loses it after one lease and runs a third time."""
+    w = worker(functions=[retried_then_long], burst=False, poll_delay=0.05, lease_s=1)
+    worker.start(w)
+    job = await arq_redis.enqueue_job('retried_then_long', _job_id='again')
+    assert job is not None
+    await wait_for(lambda: sync_redis.get('runs:again') == b'2', timeout=10, message='try 2 to start')
+    await wait_for(lambda: 'again' in w.held_job_ids, timeout=5, message='try 2 held')
+    lapse_deadline = time.monotonic() + 3  # three leases: a lease no longer renewed would have lapsed by now
+    await async_wait_until(_after(lapse_deadline), timeout=5, message='three leases to pass')
+    assert 'again' in w.held_job_ids, 'the lease of try 2 is renewed'
+    assert sync_redis.exists('arq:in-progress:again'), 'and still set in Redis'
+    sync_redis.set('go:again', 1)
+    assert await job.result(timeout=10) == 2
+    assert sync_redis.get('runs:again') == b'2', 'no third run'
+
+
+def _after(deadline: float) -> Callable[[], Any]:
+    async def passed() -> bool:
+        return time.monotonic() >= deadline
+
+    return passed
