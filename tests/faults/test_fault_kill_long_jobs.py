@@ -68,5 +68,7 @@ def test_random_sigkills_fail_no_innocent_long_job(
     )  # fmt: skip
     result.assert_clean()  # no failure at all: not one of these jobs did anything wrong
     assert figures['succeeded'] == len(ids), figures
-    assert figures['blamed'] == 0, figures
+    # a kill that lands inside a step of a job's own code (a redis call's few hundred µs, more when the child is
+    # preempted) is evidence, as when the job kills its worker: counted once, never enough alone to fail the job
+    assert figures['blamed'] <= max(1, len(kills) // 4), figures
     assert figures['ran_twice_or_more'] > 0, figures  # the kills did catch jobs in flight
