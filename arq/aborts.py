@@ -45,7 +45,7 @@ class AbortWatcher:
         self._last_poll = asyncio.get_running_loop().time()
         for job_id in await self._poll():
             job = self.running.get(job_id)
-            if job is not None and not job.aborting and job.function_task is not None:
+            if job is not None and not job.aborting and job.in_function:
                 job.aborting = True
                 job.cancel()
 

@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 from . import scripts
 from .connections import ArqRedis, RedisSettings, create_pool
 from .constants import default_queue_name, health_check_key_suffix
+from .worker_options import get_kwargs
 
 logger = logging.getLogger('arq.worker')
 
@@ -82,8 +83,6 @@ async def async_check_health(
 
 def check_health(settings_cls: Any) -> int:
     """Run a health check on the worker and return the appropriate exit code: 0 if healthy, 1 if not."""
-    from .worker import get_kwargs
-
     cls_kwargs = get_kwargs(settings_cls)
     redis_settings = cast(RedisSettings | None, cls_kwargs.get('redis_settings'))
     health_check_key = cast(str | None, cls_kwargs.get('health_check_key'))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .contract import FAILURE, REQUEUE, REQUEUE_GIVE_BACK, SUCCESS, Claim, Settlement
@@ -34,7 +34,7 @@ class JobPayload:
     job_id: str
     function_name: str = '<unknown>'
     args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
     enqueue_time_ms: int = 0
     function: Function | CronJob | None = None
     #: the try count the payload carries (a job re-enqueued with one)
@@ -133,7 +133,7 @@ def result_payload(
     payload = serialize_result(
         job.function_name,
         job.args,
-        job.kwargs or {},
+        job.kwargs,
         job_try,
         job.enqueue_time_ms,
         success,

@@ -188,7 +188,6 @@ class JobRunner:
         settlement = Settlement(claim.job_id, FAILURE, claim.token, score=claim.score)
         keep_ms = self._keep_result_ms(payload.function)
         if keep_ms is not None:
-            payload.kwargs = payload.kwargs or {}
             times = (refusal.start_ms or timestamp_ms(), timestamp_ms())
             settlement.result = self._result(payload, claim.job_try, False, refusal.failure, times)
             settlement.result_px = keep_ms
@@ -234,14 +233,15 @@ class JobRunner:
         function = payload.function
         assert function is not None
         timeout_s = self.settings.job_timeout_s if function.timeout_s is None else function.timeout_s
-        task = job.function_task = cast(asyncio.Task[None], asyncio.current_task())
+        task = cast(asyncio.Task[None], asyncio.current_task())
+        job.in_function = True
         try:
             async with asyncio.timeout(timeout_s):
-                outcome: Outcome = None, await function.coroutine(ctx, *payload.args, **(payload.kwargs or {}))
+                outcome: Outcome = None, await function.coroutine(ctx, *payload.args, **payload.kwargs)
         except BaseException as e:  # noqa: B036 - whatever the function raised is its outcome, CancelledError too
             outcome = e, None
         finally:
-            job.function_task = None
+            job.in_function = False
         for _ in range(job.take_cancels()):
             task.uncancel()
         if task.cancelling():  # cancelled by someone else than this worker: let it through
@@ -283,5 +283,5 @@ def _log_start(job: RunningJob, payload: JobPayload, start_ms: int) -> None:
     if start_ms - claim.score > 1200:
         extra += f' delayed={(start_ms - claim.score) / 1000:0.2f}s'
     delay_s = (start_ms - payload.enqueue_time_ms) / 1000
-    args = args_to_string(payload.args, payload.kwargs or {})
+    args = args_to_string(payload.args, payload.kwargs)
     logger.info('%6.2fs → %s(%s)%s', delay_s, payload.ref, args, extra, extra=job_extra(claim.job_id))

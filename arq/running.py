@@ -24,10 +24,9 @@ class RunningJob:
     claim: Claim
     #: the job's whole life: run, settle, hooks (set when the job starts)
     task: asyncio.Task[None] | None = None
-    #: the task running the job function, while the function runs (the job's own task): what an abort, a shutdown
-    #: or a lost lease cancels
-    function_task: asyncio.Task[Any] | None = None
-    #: cancellations of `function_task` sent by this worker and not yet taken back (see JobRunner._call)
+    #: the job function runs now (in `task`): only then does an abort, a shutdown or a lost lease cancel the task
+    in_function: bool = False
+    #: cancellations of `task` sent by this worker and not yet taken back (see JobRunner._call)
     cancels: int = 0
     #: cancelled because an abort was requested (the outcome is then "aborted", not "cancelled, run again")
     aborting: bool = False
@@ -38,12 +37,18 @@ class RunningJob:
     def job_id(self) -> str:
         return self.claim.job_id
 
+    @property
+    def function_task(self) -> asyncio.Task[Any] | None:
+        """The task running the job function, while the function runs (the job's own task)."""
+        return self.task if self.in_function else None
+
     def cancel(self) -> bool:
         """Cancel the job function if it runs; returns whether there was one to cancel."""
-        if self.function_task is None or self.function_task.done():
+        task = self.function_task
+        if task is None or task.done():
             return False
         self.cancelled_at = asyncio.get_running_loop().time()
-        if self.function_task.cancel():
+        if task.cancel():
             self.cancels += 1
         return True
 
@@ -85,7 +90,7 @@ class RunningJobs:
         return [job.task for job in self._jobs.values() if job.task is not None]
 
     def functions_running(self) -> int:
-        return sum(1 for job in self._jobs.values() if job.function_task is not None)
+        return sum(1 for job in self._jobs.values() if job.in_function)
 
     def lease_lost(self, job_id: str, why: str) -> None:
         """Stop a job whose lease is gone: another worker may run it now, and its outcome here would be dropped."""

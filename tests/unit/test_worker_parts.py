@@ -95,14 +95,14 @@ async def test_one_record_per_running_job() -> None:
     running = RunningJobs()
     first = running.add(Claim('a', b'', 1, 0, False, 'w:1'))
     assert 'a' in running and len(running) == 1 and running.cancel_all() == 0  # no function running yet
-    first.function_task = asyncio.create_task(asyncio.sleep(60))
+    first.task, first.in_function = asyncio.create_task(asyncio.sleep(60)), True
     assert running.functions_running() == 1 and running.cancel_all() == 1 and first.cancelled_at is not None
     second = running.add(Claim('a', b'', 2, 0, False, 'w:2'))  # claimed again (its lease lapsed) before it ended
     running.remove(first)
     assert running.get('a') is second  # the later record stays
     running.remove(second)
     assert len(running) == 0
-    await asyncio.gather(first.function_task, return_exceptions=True)
+    await asyncio.gather(first.task, return_exceptions=True)
 
 
 # --- the observer guard ---
