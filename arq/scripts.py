@@ -157,7 +157,7 @@ for _, key in ipairs(shared) do
     return redis.error_reply('WRONGTYPE ' .. key .. ' holds a ' .. kind .. ', not a sorted set')
   end
 end
-local lost = {}
+local lost, indexed = {}, {}
 for _, job in ipairs(jobs) do
   local id, op, token, tomb, payload, px, incr = unpack(job)
   local holder = redis.call('GET', ip_p .. id)
@@ -192,8 +192,7 @@ for _, job in ipairs(jobs) do
     if recent_cap > 0 then
       local index = recent_p .. (op == 's' and 'complete' or 'failed')
       redis.call('ZADD', index, now, id)
-      redis.call('ZREMRANGEBYRANK', index, 0, -recent_cap - 1)
-      redis.call('PEXPIRE', index, recent_ttl)
+      indexed[index] = true
     end
   else
     if tomb == '0' then
@@ -208,6 +207,11 @@ for _, job in ipairs(jobs) do
       redis.call('DECR', retry_p .. id)
     end
   end
+end
+-- capped and expiring once per batch, not once per job
+for index in pairs(indexed) do
+  redis.call('ZREMRANGEBYRANK', index, 0, -recent_cap - 1)
+  redis.call('PEXPIRE', index, recent_ttl)
 end
 return lost
 """

@@ -15,7 +15,9 @@ import pytest
 import redis
 
 from arq.connections import ArqRedis
+from arq.constants import recent_outcomes_ttl_ms
 from arq.jobs import JobStatus
+from arq.worker import FailedJobs
 from tests.support.waiting import async_wait_until
 from tests.worker.helpers import WorkerFactory, wait_for_key
 
@@ -29,6 +31,10 @@ async def wait_for(check: Callable[[], bool], *, timeout: float, message: str) -
 
 async def add(ctx: dict[str, Any], a: int, b: int = 0) -> int:
     return a + b
+
+
+async def fail(ctx: dict[str, Any]) -> None:
+    raise ValueError('fails by its own code')
 
 
 async def gated(ctx: dict[str, Any]) -> str:
@@ -157,3 +163,23 @@ def _after(deadline: float) -> Callable[[], Any]:
         return time.monotonic() >= deadline
 
     return passed
+
+
+async def test_the_recent_outcomes_index_is_capped_and_expires_and_is_off_for_a_plain_worker(
+    arq_redis: ArqRedis, sync_redis: redis.Redis, worker: WorkerFactory, queue_name: str
+) -> None:
+    """The dashboard's index (Worker(recent_outcomes=N), on under arq-supervise) keeps the last N of each outcome."""
+    done = [await arq_redis.enqueue_job('add', i) for i in range(6)]
+    failed = await arq_redis.enqueue_job('fail')
+    assert failed is not None and all(done)
+    with pytest.raises(FailedJobs):
+        await worker(functions=[add, fail], recent_outcomes=3).run_check()
+    complete_key, failed_key = f'arq:recent:{queue_name}:complete', f'arq:recent:{queue_name}:failed'
+    assert sync_redis.zcard(complete_key) == 3
+    assert sync_redis.zrange(failed_key, 0, -1) == [failed.job_id.encode()]
+    for key in (complete_key, failed_key):
+        assert 0 < sync_redis.pttl(key) <= recent_outcomes_ttl_ms
+    sync_redis.delete(complete_key, failed_key)
+    await arq_redis.enqueue_job('add', 1)
+    await worker(functions=[add]).run_check()
+    assert not sync_redis.exists(complete_key, failed_key)
