@@ -6,12 +6,16 @@ next worker, and caught in its death too. So each child records, in a small anon
 created before the fork:
 
 * the job whose code is executing right now (set before each step of a job's coroutine, cleared after it). A loop
-  blocked by a job, or a job that calls `os._exit`, leaves its own id there;
+  blocked by a job, or a job that calls `os._exit`, leaves its own id there. The id itself is stored (up to
+  `MAX_ID_BYTES`), so the parent can blame a job it has not been told of yet: claims reach the parent in the 20 ms
+  batches of the other messages, not one write (and one wake-up of the parent) per claim. A longer id is stored as
+  its digest, and its claim is reported at once (`reported_late_ok`);
 * the job whose steps grew the process's peak memory the most, and by how much (for a kill over the memory limit,
-  which rarely lands inside the guilty step).
+  which rarely lands inside the guilty step; growing memory takes long enough that its claim has been reported).
+  Stored as a 16-byte digest.
 
-Ids are stored as 16-byte digests, so a 10 KB job id costs the same as a short one. Writes are plain stores into
-the mapping: a handful of nanoseconds per step, and a `getrusage` after a long step or every 32nd short one.
+Writes are plain stores into the mapping: a handful of nanoseconds per step, and a `getrusage` after a long step or
+every 32nd short one.
 """
 
 from __future__ import annotations
@@ -27,20 +31,40 @@ from time import perf_counter
 from typing import Any
 
 DIGEST_SIZE = 16
+#: a running job's id up to this long (UTF-8) is stored whole; a longer one as its digest
+MAX_ID_BYTES = 240
 #: the peak memory is read after every step this long (touching 32 MiB of new pages takes longer)...
 LONG_STEP_S = 0.0005
 #: ...and after every this many shorter ones
 SAMPLE_EVERY = 32
-#: the region: digest of the running job, then digest of the top memory grower and its growth in KiB
+#: the region: the running job (its id's length, or _AS_DIGEST, then its id or digest), then the digest of the top
+#: memory grower and its growth in KiB
+_LENGTH = struct.Struct('<H')
+_AS_DIGEST = 0xFFFF
+_RUNNING = slice(0, _LENGTH.size + MAX_ID_BYTES)
+_RUNNING_LENGTH = slice(0, _LENGTH.size)
 _GROWER = struct.Struct(f'<{DIGEST_SIZE}sQ')
-REGION_SIZE = DIGEST_SIZE + _GROWER.size
-_RUNNING = slice(0, DIGEST_SIZE)
-_TOP = slice(DIGEST_SIZE, REGION_SIZE)
+REGION_SIZE = _RUNNING.stop + _GROWER.size
+_TOP = slice(_RUNNING.stop, REGION_SIZE)
+_NOT_RUNNING = _LENGTH.pack(0)
 _IDLE = bytes(DIGEST_SIZE)
 
 
 def digest(job_id: str) -> bytes:
     return hashlib.blake2b(job_id.encode(errors='surrogatepass'), digest_size=DIGEST_SIZE).digest()
+
+
+def reported_late_ok(job_id: str) -> bool:
+    """Whether the region can name this job while it runs, so its claim may reach the parent with the next batch."""
+    return len(job_id.encode(errors='surrogatepass')) <= MAX_ID_BYTES
+
+
+def _running_mark(job_id: str) -> bytes:
+    """What the region's running field holds while `job_id` runs (written whole at each step)."""
+    raw = job_id.encode(errors='surrogatepass')
+    if len(raw) > MAX_ID_BYTES:
+        return (_LENGTH.pack(_AS_DIGEST) + digest(job_id)).ljust(_RUNNING.stop, b'\0')
+    return (_LENGTH.pack(len(raw)) + raw).ljust(_RUNNING.stop, b'\0')
 
 
 def new_region() -> mmap.mmap:
@@ -50,7 +74,9 @@ def new_region() -> mmap.mmap:
 
 @dataclass(frozen=True)
 class Blame:
-    """What a child's region says (read by the parent): ids among `held`, or None when the region names none."""
+    """What a child's region says (read by the parent), or None where it names nobody. The running job is named
+    whether or not its claim was reported (unless its id was too long to store: then only among `held`); the top
+    grower only among `held`."""
 
     running: str | None
     top_grower: str | None
@@ -58,10 +84,15 @@ class Blame:
 
     @classmethod
     def read(cls, region: mmap.mmap, held: Iterable[str]) -> Blame:
-        running = bytes(region[_RUNNING])
+        (length,) = _LENGTH.unpack(region[_RUNNING_LENGTH])
+        stored = bytes(region[_RUNNING_LENGTH.stop : _RUNNING.stop])
         grower, growth_kib = _GROWER.unpack(region[_TOP])
         by_digest = {digest(job_id): job_id for job_id in held}
-        return cls(by_digest.get(running), by_digest.get(grower), growth_kib / 1024)
+        if length == _AS_DIGEST:
+            running = by_digest.get(stored[:DIGEST_SIZE])
+        else:
+            running = stored[:length].decode(errors='surrogatepass') if 0 < length <= MAX_ID_BYTES else None
+        return cls(running, by_digest.get(grower), growth_kib / 1024)
 
 
 class BlameRecorder:
@@ -81,7 +112,8 @@ class BlameRecorder:
             coroutine = function(ctx, *args, **kwargs)
             if not hasattr(coroutine, 'send'):
                 return coroutine
-            return _Recorded(coroutine, digest(str(ctx.get('job_id', ''))), self)
+            job_id = str(ctx.get('job_id', ''))
+            return _Recorded(coroutine, digest(job_id), _running_mark(job_id), self)
 
         return functools.update_wrapper(call, function)
 
@@ -111,11 +143,12 @@ class BlameRecorder:
 class _Recorded:
     """Awaitable proxy of a job's coroutine: marks the region around each step it runs."""
 
-    __slots__ = ('_coroutine', '_job', '_recorder')
+    __slots__ = ('_coroutine', '_job', '_mark', '_recorder')
 
-    def __init__(self, coroutine: Coroutine[Any, Any, Any], job: bytes, recorder: BlameRecorder) -> None:
+    def __init__(self, coroutine: Coroutine[Any, Any, Any], job: bytes, mark: bytes, recorder: BlameRecorder) -> None:
         self._coroutine = coroutine
-        self._job = job
+        self._job = job  # digest: the memory growth is kept by it
+        self._mark = mark
         self._recorder = recorder
 
     def __await__(self) -> Generator[Any, None, Any]:
@@ -139,7 +172,7 @@ class _Recorded:
 
     def _step(self, advance: Callable[..., Any], *args: Any) -> Any:
         recorder = self._recorder
-        recorder.region[_RUNNING] = self._job
+        recorder.region[_RUNNING] = self._mark
         finished = True  # unless the step yields: StopIteration (it returned) or an exception ends the job
         started = perf_counter()
         try:
@@ -147,7 +180,7 @@ class _Recorded:
             finished = False
             return result
         finally:
-            recorder.region[_RUNNING] = _IDLE
+            recorder.region[_RUNNING_LENGTH] = _NOT_RUNNING
             recorder.step_done(self._job, perf_counter() - started)
             if finished:
                 recorder.job_done(self._job)

@@ -27,7 +27,7 @@ import uvloop
 from arq.observer import WorkerObserver
 from arq.worker import Worker, func
 from arq_supervise import logs, protocol
-from arq_supervise.blame import BlameRecorder
+from arq_supervise.blame import BlameRecorder, reported_late_ok
 from arq_supervise.exits import ExitCode
 from arq_supervise.health import Counters
 from arq_supervise.metrics import JobStats
@@ -108,8 +108,8 @@ class ParentLink:
     """The child's end of its socket: JSON lines out, commands in. Writes never block the event loop.
 
     Messages are written together every FLUSH_AFTER_S: a busy child settles a batch of jobs every loop turn, and a
-    write (a system call, and a wake-up of the parent) per batch cost more than the jobs. Claims are written at once:
-    the parent blames a dead child's job only among the jobs it knows the child held.
+    write (a system call, and a wake-up of the parent) per batch cost more than the jobs. Claims wait too: the blame
+    region names a running job the parent has not heard of yet (see ParentReporter.claimed).
     """
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -161,7 +161,9 @@ class ParentReporter(WorkerObserver):
         self.link.send(protocol.Ready())
 
     def claimed(self, job_ids: Sequence[str]) -> None:
-        self.link.send(protocol.Claimed(tuple(job_ids)), now=True)
+        # with the next batch: if one of these jobs kills us first, the blame region names it to the parent
+        # (arq_supervise.blame), and the parent's release finds the others by our lease tokens
+        self.link.send(protocol.Claimed(tuple(job_ids)), now=not all(map(reported_late_ok, job_ids)))
 
     def settled(self, job_ids: Sequence[str]) -> None:
         # the counters ride along so the parent can recycle after exactly max-jobs-per-child jobs; the rest of a

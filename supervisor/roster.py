@@ -167,16 +167,17 @@ class Roster:
             worker_id = child_worker_id(child.pid)
             self.releases.release(held, death=info.text, count_death=False, now=now, worker_id=worker_id)
             return
+        # the culprit may be a job whose claim had not reached us yet: the region names it all the same
+        others = [j for j in held if j != culprit]
         logger.warning('job to blame for the exit of its worker job_id=%s slot=%d pid=%d others_released=%d',
-                       culprit, child.slot, child.pid, len(held) - 1)  # fmt: skip
+                       culprit, child.slot, child.pid, len(others))  # fmt: skip
         worker_id = child_worker_id(child.pid)
         self.releases.release([culprit], death=info.text, count_death=True, now=now, worker_id=worker_id)
         # the other jobs of the dead child (also those it never told us of) are released uncounted
-        others = [j for j in held if j != culprit]
         self.releases.release(others, death=info.text, count_death=False, now=now, worker_id=worker_id)
 
     def culprit(self, child: Child, info: ExitInfo) -> str | None:
-        """The held job whose code was running when the child hung or died; for a kill over the memory limit (or
+        """The job whose code was running when the child hung or died; for a kill over the memory limit (or
         a SIGKILL nobody here sent, like the kernel's OOM killer) the job that grew its memory the most."""
         if child.blame_region is None or child.blame_region.closed:
             return None

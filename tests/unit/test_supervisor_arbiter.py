@@ -6,13 +6,16 @@ reads which jobs were released and whether a death was counted against them.
 
 from __future__ import annotations
 
+import mmap
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from arq.connections import RedisSettings
 from arq_supervise.arbiter import Arbiter, State
+from arq_supervise.blame import REGION_SIZE, Blame, BlameRecorder, new_region, reported_late_ok
 from arq_supervise.config import SupervisorConfig
 from arq_supervise.exits import ExitCode
 from arq_supervise.health import Counters
@@ -157,6 +160,50 @@ def test_silent_child_gets_a_stack_dump_then_sigkill_and_its_job_is_blamed_by_ev
     h.turn()
     assert h.released() == [(['j1'], False)]  # its blame region names no job: nothing counted
     assert h.arbiter.fleet.restarts_by_cause['hang'] == 1
+
+
+class _ForkedRegion(mmap.mmap):
+    """The parent's close leaves the child's mapping open, as after a fork."""
+
+    def close(self) -> None:
+        pass
+
+
+def _run_one_step(region: mmap.mmap, job_id: str, during_step: Callable[[], None]) -> None:
+    """One step of a job recorded in `region` (as in a child), calling `during_step` while it executes."""
+
+    async def job(ctx: dict[str, object]) -> None:
+        during_step()
+
+    with pytest.raises(StopIteration):
+        BlameRecorder(region).wrap(job)({'job_id': job_id}).send(None)
+
+
+def test_a_job_whose_claim_was_not_reported_yet_is_blamed_when_it_kills_the_child(h: Harness) -> None:
+    one, _ = h.ready_all()
+    h.os.say(one, Claimed(('a',)))  # 'b' was claimed too, but its claim waits in the child's 20 ms batch
+    h.turn()
+    child = h.arbiter.children[one]
+    child.blame_region = _ForkedRegion(-1, REGION_SIZE)
+
+    def die() -> None:
+        h.os.exit(one, sig=signal.SIGKILL)
+        h.turn()
+
+    _run_one_step(child.blame_region, 'b', die)
+    assert h.released() == [(['b'], True), (['a'], False)]
+
+
+def test_the_blame_region_names_the_running_job_by_id_or_long_ids_by_digest_among_the_held() -> None:
+    region = new_region()
+    long_id = 'x' * 1000
+    seen: list[tuple[str | None, str | None]] = []
+    for job_id in ('short', 'é' * 120, long_id):
+        _run_one_step(region, job_id, lambda: seen.append((Blame.read(region, ()).running,
+                                                           Blame.read(region, [long_id, 'y']).running)))  # fmt: skip
+    assert seen == [('short', 'short'), ('é' * 120, 'é' * 120), (None, long_id)]
+    assert Blame.read(region, [long_id]).running is None  # the step is over
+    assert [reported_late_ok(i) for i in ('short', 'é' * 120, 'é' * 121, long_id)] == [True, True, False, False]
 
 
 def test_boot_timeout_kills_a_child_that_never_becomes_ready(tmp_path: Path) -> None:
