@@ -30,12 +30,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import redis
 import redis.asyncio
 import redis.asyncio.retry
-import redis.asyncio.sentinel
 import redis.retry
-import redis.sentinel
 from redis.exceptions import TimeoutError as RedisTimeoutError
-
-from .sentinel import FollowingSentinelPool, SyncFollowingSentinelPool
 
 if TYPE_CHECKING:
     from .connections import RedisSettings
@@ -94,7 +90,11 @@ def async_client(settings: RedisSettings, redis_class: type[AsyncClient], **over
     kwargs = {**client_kwargs(settings), **overrides}
     if not settings.sentinel:
         return redis_class(**_address(settings), **kwargs)
-    sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+    from redis.asyncio.sentinel import Sentinel  # only a Sentinel user loads these (an idle worker's memory counts)
+
+    from .sentinel import FollowingSentinelPool
+
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
         sentinel_hosts(settings), sentinel_kwargs=sentinel_kwargs(settings, kwargs), **kwargs
     )
     client: AsyncClient = sentinel.master_for(
@@ -115,7 +115,11 @@ def sync_client(settings: RedisSettings, **overrides: Any) -> redis.Redis:
     kwargs['retry'] = _sync_retry(kwargs['retry'])
     if not settings.sentinel:
         return redis.Redis(**_address(settings), **kwargs)
-    sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+    from redis.sentinel import Sentinel
+
+    from .sentinel import SyncFollowingSentinelPool
+
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
         sentinel_hosts(settings), sentinel_kwargs=sentinel_kwargs(settings, kwargs), **kwargs
     )
     client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]

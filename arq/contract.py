@@ -188,7 +188,7 @@ def parse_refresh(reply: Sequence[Any]) -> tuple[int, list[str]]:
 
 
 def renew_for_args(lease_ms: int, holders: dict[str, str]) -> tuple[list[str], list[Any]]:
-    """`holders` maps each job id to the worker id holding it (see scripts.RENEW_FOR)."""
+    """`holders` maps each job id to the worker id holding it (see scripts_fleet.RENEW_FOR)."""
     args: list[Any] = [lease_ms, in_progress_key_prefix]
     for job_id, worker_id in holders.items():
         args.extend((job_id, worker_prefix(worker_id)))

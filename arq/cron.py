@@ -22,10 +22,13 @@ import os
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import TYPE_CHECKING
 
 from arq.typing import WEEKDAYS, OptionType, SecondsTimedelta, WeekdayOptionType, WorkerCoroutine
 from arq.utils import import_string, to_seconds
+
+if TYPE_CHECKING:  # loaded where used: a worker without cron jobs never needs the zone database
+    from zoneinfo import ZoneInfo
 
 __all__ = ['cron', 'CronJob', 'next_cron', 'local_timezone']
 
@@ -116,6 +119,8 @@ def next_cron(
 
 
 def _next_from_schedule(previous: datetime, schedule: _Schedule) -> datetime:
+    from zoneinfo import ZoneInfo
+
     zone = previous.tzinfo
     if isinstance(zone, ZoneInfo):
         return _next_in_zone(previous, zone, schedule)
@@ -358,6 +363,8 @@ def _zone_key(name: str) -> str | None:
 
 
 def _zone_or_none(name: str) -> ZoneInfo | None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):

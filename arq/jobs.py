@@ -22,7 +22,6 @@ from .constants import (
     job_key_prefix,
     result_key_prefix,
 )
-from .results import result_watch
 from .utils import ms_to_datetime, timestamp_ms
 
 if TYPE_CHECKING:
@@ -120,6 +119,8 @@ class Job:
             warnings.warn(message, DeprecationWarning, stacklevel=2)
             poll_delay = pole_delay
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        from .results import result_watch  # loaded by the first wait: a worker never waits for results
+
         watch = result_watch(self._redis)  # shared by every waiter of this client: a few connections for thousands
         done = await watch.watch(self.job_id)
         try:

@@ -8,11 +8,11 @@ from prefixes passed as arguments (fine on a single Redis or Sentinel; arq's lay
 from __future__ import annotations
 
 from .scripts_enqueue import DELETE_IF_EQUAL, ENQUEUE, ENQUEUE_MANY, REQUEST_ABORT, WAKE
-from .scripts_fleet import RELEASE, RENEW_FOR
 
+# the supervisor's RELEASE and RENEW_FOR live in arq.scripts_fleet: a worker never loads them
 __all__ = [
-    'WAKE', 'ENQUEUE', 'ENQUEUE_MANY', 'REQUEST_ABORT', 'DELETE_IF_EQUAL', 'RELEASE', 'RENEW_FOR', 'CLAIM', 'SETTLE',
-    'SETTLE_AND_CLAIM', 'REFRESH_LEASES', 'POLL_ABORTS',
+    'WAKE', 'ENQUEUE', 'ENQUEUE_MANY', 'REQUEST_ABORT', 'DELETE_IF_EQUAL', 'CLAIM', 'SETTLE', 'SETTLE_AND_CLAIM',
+    'REFRESH_LEASES', 'POLL_ABORTS',
 ]  # fmt: skip
 
 # Claim up to `want` due jobs for this worker and start them: take the in-progress key as a lease (SET PX, on ids

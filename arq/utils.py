@@ -10,7 +10,6 @@ import os
 import time
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 logger = logging.getLogger('arq.utils')
 
@@ -38,6 +37,8 @@ def get_tz() -> tzinfo | None:
     for var in TIMEZONE_ENV_VARS:
         name = os.getenv(var)
         if name:
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # loaded only when a zone is named
+
             try:
                 return ZoneInfo(name)
             except (ZoneInfoNotFoundError, ValueError):

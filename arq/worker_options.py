@@ -77,8 +77,8 @@ class WorkerOptions:
     log_results: bool
     lease_ms: int
     recent_outcomes: int
-    timezone: tzinfo
     worker_id: str
+    _timezone: tzinfo | None
 
     #: taken as they are
     _PLAIN = (
@@ -86,6 +86,18 @@ class WorkerOptions:
         'job_completion_wait', 'max_jobs', 'keep_result_forever', 'max_tries', 'write_health_key', 'retry_jobs',
         'allow_abort_jobs', 'max_burst_jobs', 'job_serializer', 'job_deserializer', 'expires_extra_ms', 'log_results',
     )  # fmt: skip
+
+    @property
+    def timezone(self) -> tzinfo:
+        """The cron jobs' zone: the one given, else the system's (looked up on first use: a worker without cron jobs
+        never loads the zone database)."""
+        if self._timezone is None:
+            self._timezone = local_timezone()
+        return self._timezone
+
+    @timezone.setter
+    def timezone(self, zone: tzinfo) -> None:
+        self._timezone = zone
 
     def _set_options(self, options: dict[str, Any]) -> None:
         """Check and keep the Worker's keyword arguments (`options`: the Worker.__init__ parameters by name)."""
@@ -106,7 +118,7 @@ class WorkerOptions:
         self.ctx = options['ctx'] or {}
         self.lease_ms = int(options['lease_s'] * 1000)
         self.recent_outcomes = max(options['recent_outcomes'], 0)
-        self.timezone = options['timezone'] if options['timezone'] is not None else local_timezone()
+        self._timezone = options['timezone']
         self.worker_id = options['worker_id'] or uuid4().hex[:16]
         pool = options['redis_pool']
         if pool is not None:  # the pool enqueues (cron jobs) and reads results as this worker's settings say

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 import redis
 
-from arq import contract, scripts
+from arq import contract, scripts_fleet
 from arq_supervise.config import RENEW_INTERVAL_S
 from arq_supervise.process import Child
 from arq_supervise.release import RedisLink, child_worker_id
@@ -40,7 +40,7 @@ class LeaseKeeper:
             return
         _, args = contract.renew_for_args(self.lease_ms, holders)
         try:
-            self.renewed = int(self.link.client.register_script(scripts.RENEW_FOR)(keys=[], args=args))
+            self.renewed = int(self.link.client.register_script(scripts_fleet.RENEW_FOR)(keys=[], args=args))
         except redis.RedisError as e:
             logger.debug("could not renew the children's leases: %s: %s", e.__class__.__name__, e)
             self.link.drop()

@@ -1,10 +1,10 @@
 """Give a dead child's jobs back at once, and fail a job that has killed its worker twice.
 
 The parent runs this with a synchronous redis-py client that it opens lazily and drops before every fork. All of a
-dead child's jobs go back in one script call (arq.scripts.RELEASE): a job is released only while it is still queued
-and its in-progress key holds one of that child's lease tokens, so a release can never undo a newer claim by another
-worker, and sending it again after a lost reply counts nothing twice. A job the death makes poison is failed through
-the worker's own settle script (one finish path: result stored, keys removed, `Job.result()` woken).
+dead child's jobs go back in one script call (arq.scripts_fleet.RELEASE): a job is released only while it is still
+queued and its in-progress key holds one of that child's lease tokens, so a release can never undo a newer claim by
+another worker, and sending it again after a lost reply counts nothing twice. A job the death makes poison is failed
+through the worker's own settle script (one finish path: result stored, keys removed, `Job.result()` woken).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from arq import clients, contract, scripts
+from arq import clients, contract, scripts, scripts_fleet
 from arq.connections import RedisSettings
 from arq_supervise.settings import WorkerSettings
 
@@ -97,7 +97,7 @@ class JobReleaser:
             self.settings.queue_name, worker_id, sorted(job_ids), count_death=count_death,
             max_deaths=self.max_deaths, deaths_ttl_ms=DEATHS_TTL_MS, now_ms=round(time.time() * 1000),
         )  # fmt: skip
-        rows = contract.parse_release(client.register_script(scripts.RELEASE)(keys=keys, args=args))
+        rows = contract.parse_release(client.register_script(scripts_fleet.RELEASE)(keys=keys, args=args))
         poisoned = [row for row in rows if row.poisoned]
         if poisoned:
             self._fail(client, poisoned, death)
