@@ -33,6 +33,8 @@ import redis.asyncio.retry
 import redis.retry
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .packing import use_hiredis_packing
+
 if TYPE_CHECKING:
     from .connections import RedisSettings
 
@@ -88,18 +90,21 @@ def async_client(settings: RedisSettings, redis_class: type[AsyncClient], **over
     :param overrides: redis-py options that replace those of the settings
     """
     kwargs = {**client_kwargs(settings), **overrides}
+    client: AsyncClient
     if not settings.sentinel:
-        return redis_class(**_address(settings), **kwargs)
-    from redis.asyncio.sentinel import Sentinel  # only a Sentinel user loads these (an idle worker's memory counts)
+        client = redis_class(**_address(settings), **kwargs)
+    else:
+        from redis.asyncio.sentinel import Sentinel  # only a Sentinel user loads these (an idle worker's memory)
 
-    from .sentinel import FollowingSentinelPool
+        from .sentinel import FollowingSentinelPool
 
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
-        sentinel_hosts(settings), sentinel_kwargs=sentinel_kwargs(settings, kwargs), **kwargs
-    )
-    client: AsyncClient = sentinel.master_for(
-        settings.sentinel_master, redis_class=redis_class, connection_pool_class=FollowingSentinelPool
-    )
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            sentinel_hosts(settings), sentinel_kwargs=sentinel_kwargs(settings, kwargs), **kwargs
+        )
+        client = sentinel.master_for(
+            settings.sentinel_master, redis_class=redis_class, connection_pool_class=FollowingSentinelPool
+        )
+    use_hiredis_packing(client.connection_pool)
     return client
 
 

@@ -15,6 +15,7 @@ import redis
 import redis.asyncio
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.exceptions import DataError
 
 from arq import clients
 from arq.connections import ArqRedis, RedisSettings
@@ -162,3 +163,25 @@ async def test_sentinel_with_a_single_host_is_refused_by_both() -> None:
         clients.async_client(settings, ArqRedis)
     with pytest.raises(RuntimeError, match='list of sentinels expected'):
         clients.sync_client(settings)
+
+
+COMMANDS = [
+    ('EVALSHA', 'a' * 40, 1, 'arq:queue', 12000, 1.5, b'\x00blob' * 1000, 'é'),
+    ('CONFIG GET', 'maxmemory'),
+    ('SET', 'k', memoryview(b'v'), 'PX', 10**20),
+    (b'CLIENT LIST',),
+]
+
+
+@pytest.mark.parametrize('settings', CASES.values(), ids=CASES.keys())
+async def test_asyncio_connections_pack_with_hiredis_the_bytes_redis_py_would(
+    both: Clients, settings: RedisSettings
+) -> None:
+    async_client, _ = both(settings)
+    fast = async_client.connection_pool.make_connection()
+    python_packer = redis.asyncio.Connection()  # redis-py's own asyncio packer, in Python
+    assert type(fast).__module__ == 'arq.packing'
+    for command in COMMANDS:
+        assert b''.join(fast.pack_command(*command)) == b''.join(python_packer.pack_command(*command))
+    with pytest.raises(DataError):
+        fast.pack_command('SET', 'k', True)
