@@ -103,6 +103,7 @@ def parse_claim(reply: Sequence[Any], token: str) -> ClaimReply:
 # --- settle ---
 
 SUCCESS, FAILURE, REQUEUE, REQUEUE_GIVE_BACK = 's', 'f', 'r', 'g'
+_PACKED_OPS = {op: _LENGTH.pack(1) + op.encode() for op in (SUCCESS, FAILURE, REQUEUE, REQUEUE_GIVE_BACK)}
 
 
 @dataclass(slots=True)
@@ -125,11 +126,14 @@ class Settlement:
 
     def packed(self) -> bytes:
         """The settle script's 7 fields of this job, each a 4-byte big-endian length and its bytes."""
-        fields = (
-            self.job_id.encode(), self.op.encode(), self.token.encode(), b'%d' % self.tombstone_ms, self.result,
-            b'%d' % self.result_px, b'%d' % self.score_incr,
-        )  # fmt: skip
-        return b''.join(_LENGTH.pack(len(field)) + field for field in fields)
+        # one join of the pieces written out (a generator of 7 fields cost a settle more than its Redis call's packing)
+        job_id, token, result = self.job_id.encode(), self.token.encode(), self.result
+        tomb, px, incr = b'%d' % self.tombstone_ms, b'%d' % self.result_px, b'%d' % self.score_incr
+        size = _LENGTH.pack
+        return b''.join((
+            size(len(job_id)), job_id, _PACKED_OPS[self.op], size(len(token)), token, size(len(tomb)), tomb,
+            size(len(result)), result, size(len(px)), px, size(len(incr)), incr,
+        ))  # fmt: skip
 
 
 def settle_args(
