@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from .constants import keep_cronjob_progress, retry_counter_ttl_s, retry_key_prefix
 from .contract import FAILURE, REQUEUE, Settlement
+from .deadlines import Deadlines
 from .errors import JobExecutionFailed
 from .functions import keep_result_ms
 from .jobs import SerializationError, describe_with_cause, deserialize_job_for_worker
@@ -116,6 +117,7 @@ class JobRunner:
         self.counters = counters
         self.observer = observer
         self._cancelling = cancelling
+        self._deadlines = Deadlines()
 
     async def run(self, job: RunningJob) -> None:
         """Run a job whose lease we hold and settle it; never raises (a bug here must not kill the worker)."""
@@ -235,13 +237,16 @@ class JobRunner:
         timeout_s = self.settings.job_timeout_s if function.timeout_s is None else function.timeout_s
         task = cast(asyncio.Task[None], asyncio.current_task())
         job.in_function = True
+        self._deadlines.watch(job, timeout_s)
         try:
-            async with asyncio.timeout(timeout_s):
-                outcome: Outcome = None, await function.coroutine(ctx, *payload.args, **payload.kwargs)
+            outcome: Outcome = None, await function.coroutine(ctx, *payload.args, **payload.kwargs)
         except BaseException as e:  # noqa: B036 - whatever the function raised is its outcome, CancelledError too
             outcome = e, None
         finally:
+            self._deadlines.forget(job, timeout_s)
             job.in_function = False
+        if job.timed_out and job.cancels == 1 and isinstance(outcome[0], asyncio.CancelledError):
+            outcome = TimeoutError(), None  # cancelled by its timeout alone, as asyncio.timeout would say
         for _ in range(job.take_cancels()):
             task.uncancel()
         if task.cancelling():  # cancelled by someone else than this worker: let it through

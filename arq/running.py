@@ -32,6 +32,8 @@ class RunningJob:
     aborting: bool = False
     #: loop time of the last cancellation, to cancel again a job that ignored it
     cancelled_at: float | None = None
+    #: its function ran past its timeout and was cancelled for it (arq.deadlines)
+    timed_out: bool = False
 
     @property
     def job_id(self) -> str:
@@ -51,6 +53,16 @@ class RunningJob:
         if task.cancel():
             self.cancels += 1
         return True
+
+    def time_out(self) -> None:
+        """Cancel the job function for running past its timeout (JobRunner._call makes that a TimeoutError, as
+        `asyncio.timeout` would; like it, a function that swallows the cancellation is not cancelled again)."""
+        task = self.function_task
+        if task is None or task.done():
+            return
+        self.timed_out = True
+        if task.cancel():
+            self.cancels += 1
 
     def take_cancels(self) -> int:
         """How many cancellations this worker sent while the function ran (the runner takes them back)."""

@@ -13,6 +13,7 @@ import pytest
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.contract import FAILURE, SUCCESS, Claim, Settlement
+from arq.deadlines import Deadlines
 from arq.functions import func
 from arq.jobs import serialize_job
 from arq.observer import ABORTED, COMPLETE, FAILED, WorkerObserver, guarded
@@ -103,6 +104,23 @@ async def test_one_record_per_running_job() -> None:
     running.remove(second)
     assert len(running) == 0
     await asyncio.gather(first.task, return_exceptions=True)
+
+
+async def test_one_timer_times_out_each_job_at_its_own_deadline() -> None:
+    """A job started later with a shorter timeout is timed out first; a job that ended is never timed out."""
+    deadlines, running = Deadlines(), RunningJobs()
+    jobs = [running.add(Claim(name, b'', 1, 0, False, 'w:1')) for name in ('long', 'short', 'done')]
+    for job, timeout_s in zip(jobs, (60.0, 0.05, 0.05), strict=True):
+        job.task, job.in_function = asyncio.create_task(asyncio.sleep(60)), True
+        deadlines.watch(job, timeout_s)
+    long, short, done = jobs
+    deadlines.forget(done, 0.05)
+    await asyncio.wait([short.task], timeout=10)
+    assert short.task.cancelled() and short.timed_out and short.cancels == 1
+    assert not long.task.done() and not long.timed_out and not done.timed_out
+    for job in (long, done):
+        job.task.cancel()
+    await asyncio.gather(long.task, done.task, return_exceptions=True)
 
 
 # --- the observer guard ---

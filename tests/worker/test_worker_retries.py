@@ -258,3 +258,38 @@ async def test_worker_job_timeout_applies_to_functions_without_their_own(
     await worker(functions=[slow], job_timeout=0.1).main()
     with pytest.raises(TimeoutError):
         await job.result(timeout=5)
+
+
+async def sleep_then(ctx: dict[str, Any], seconds: float, value: str) -> str:
+    await asyncio.sleep(seconds)
+    return value
+
+
+async def swallow_cancel(ctx: dict[str, Any]) -> str:
+    try:
+        await asyncio.sleep(5)
+    except asyncio.CancelledError:
+        return 'kept going'
+    return 'slept'
+
+
+async def test_a_shorter_timeout_started_later_fires_first_and_a_swallowed_timeout_keeps_the_result(
+    arq_redis: ArqRedis, worker: WorkerFactory
+) -> None:
+    long = await arq_redis.enqueue_job('sleep_then', 0.5, 'long done')
+    short = await arq_redis.enqueue_job('short_sleep', 5, 'never')
+    swallowing = await arq_redis.enqueue_job('swallow_cancel')
+    assert long is not None and short is not None and swallowing is not None
+    functions = [
+        func(sleep_then, timeout=30),
+        func(sleep_then, name='short_sleep', timeout=0.1),
+        func(swallow_cancel, timeout=0.1),
+    ]
+    await worker(functions=functions).main()
+    assert await long.result(timeout=5) == 'long done'
+    with pytest.raises(TimeoutError):
+        await short.result(timeout=5)
+    short_info, long_info = await short.result_info(), await long.result_info()
+    assert short_info is not None and long_info is not None
+    assert short_info.finish_time < long_info.finish_time  # at its own deadline, not at the long job's
+    assert await swallowing.result(timeout=5) == 'kept going'  # as asyncio.timeout: no TimeoutError then
