@@ -18,6 +18,7 @@ from arq_supervise.health import ChildStatus, Counters, HealthPublisher
 from arq_supervise.history import HistoryRecorder
 from arq_supervise.notify import sd_notify, watchdog_interval_s
 from arq_supervise.parent_redis import REST_S, BoundedRedisLink
+from arq_supervise.release import WORKER_ID_PREFIX
 
 logger = logging.getLogger('arq_supervise.arbiter')
 
@@ -125,7 +126,8 @@ class Reporter:
         return True
 
     def document(self, snapshot: Snapshot) -> dict[str, object]:
-        """The snapshot's document with what only the reporter knows: its rate, its interval, its last Redis error."""
+        """The snapshot's document with what only the reporter knows: its rate, its interval, its last Redis error,
+        and what names this process's children in lease tokens (a reader tells whose child holds a job by it)."""
         return {
             **snapshot.document(),
             'jobs_per_s': self.rate.per_s(),
@@ -133,6 +135,7 @@ class Reporter:
             'health_interval_s': self.config.health_interval_s,
             'publish_error': self.publisher.error,
             'pid_namespace': self.pid_namespace,
+            'worker_id_prefix': WORKER_ID_PREFIX,  # a child's worker id is this and its pid (release.child_worker_id)
         }
 
     def write_status(self, snapshot: Snapshot) -> None:

@@ -61,20 +61,29 @@ async def _scan(redis: RedisClient, pattern: str, cap: int = 2000) -> list[str]:
     return sorted(keys)
 
 
-async def read_fleet(redis: RedisClient, queue: str, now_ms: int, since_ms: int | None = None) -> list[SupervisorView]:
-    """Every supervisor on `queue` that is alive or left history in the last hour, live ones first."""
-    # a queue name may hold glob characters: escape them for MATCH
-    glob = ''.join('\\' + ch if ch in '*?[]\\' else ch for ch in queue)
-    live_prefix, hist_prefix = f'{supervisor_key_prefix}{queue}:', f'{history_key_prefix}{queue}:'
-    live_keys = await _scan(redis, f'{supervisor_key_prefix}{glob}:*')
-    hist_keys = await _scan(redis, f'{history_key_prefix}{glob}:*')
-    views: dict[tuple[str, int], SupervisorView] = {}
-    documents = await redis.mget(live_keys) if live_keys else []
-    for key, raw in zip(live_keys, documents, strict=True):
-        ident = _host_pid(key, live_prefix)
+def _glob(queue: str) -> str:
+    """The queue name escaped for MATCH (a queue name may hold glob characters)."""
+    return ''.join('\\' + ch if ch in '*?[]\\' else ch for ch in queue)
+
+
+async def read_records(redis: RedisClient, queue: str, now_ms: int) -> list[SupervisorView]:
+    """The record of every supervisor that published on `queue` (no history): one SCAN and one MGET."""
+    prefix = f'{supervisor_key_prefix}{queue}:'
+    keys = await _scan(redis, f'{supervisor_key_prefix}{_glob(queue)}:*')
+    views = []
+    for key, raw in zip(keys, await redis.mget(keys) if keys else [], strict=True):
+        ident = _host_pid(key, prefix)
         document = _json(raw)
         if ident is not None and document is not None:
-            views[ident] = SupervisorView(ident[0], ident[1], document)
+            views.append(_derive(SupervisorView(ident[0], ident[1], document), now_ms))
+    return views
+
+
+async def read_fleet(redis: RedisClient, queue: str, now_ms: int, since_ms: int | None = None) -> list[SupervisorView]:
+    """Every supervisor on `queue` that is alive or left history in the last hour, live ones first."""
+    views = {(v.host, v.pid): v for v in await read_records(redis, queue, now_ms)}
+    hist_prefix = f'{history_key_prefix}{queue}:'
+    hist_keys = await _scan(redis, f'{history_key_prefix}{_glob(queue)}:*')
     since = since_ms if since_ms is not None else now_ms - HOUR_MS
     pipe = redis.pipeline(transaction=False)
     for key in hist_keys:
@@ -85,7 +94,6 @@ async def read_fleet(redis: RedisClient, queue: str, now_ms: int, since_ms: int 
             continue
         view = views.setdefault(ident, SupervisorView(ident[0], ident[1], None))
         view.samples = [s for s in map(parse_sample, raws) if s is not None]
-    for view in views.values():
         _derive(view, now_ms)
     return sorted(views.values(), key=lambda v: (v.document is None, v.host, v.pid))
 
@@ -100,12 +108,13 @@ def _json(raw: bytes | None) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _derive(view: SupervisorView, now_ms: int) -> None:
+def _derive(view: SupervisorView, now_ms: int) -> SupervisorView:
     if view.document is not None and isinstance(view.document.get('updated_at'), int | float):
         view.age_s = max(now_ms / 1000 - float(view.document['updated_at']), 0.0)
     if len(view.samples) >= 2:
         a, b = view.samples[-2], view.samples[-1]
         view.jobs_per_s = rate(a, b, ('c', 'f', 'r'))
+    return view
 
 
 def rate(a: dict[str, Any], b: dict[str, Any], fields: tuple[str, ...]) -> float | None:

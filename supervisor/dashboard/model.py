@@ -58,6 +58,7 @@ class JobRow:
     finish_ms: int | None = None
     result: str | None = None
     error: str | None = None  # why the payload could not be read
+    lease_token: str | None = None  # the in-progress key's value, on the in-progress listing
 
 
 @dataclass(frozen=True)

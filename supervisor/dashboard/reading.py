@@ -77,7 +77,10 @@ async def queue_counts(redis: RedisClient, queue: str, now: int | None = None) -
     )  # fmt: skip
 
 
-def _row(source: QueueSource, job_id: str, payload: bytes | None, state: State, score: float | None) -> JobRow:
+def _row(
+    source: QueueSource, job_id: str, payload: bytes | None, state: State, score: float | None,
+    lease: bytes | None = None,
+) -> JobRow:  # fmt: skip
     loaded = load_payload(payload, source.deserializer)
     d = loaded.value or {}
     finished = state in (State.complete, State.failed)
@@ -91,6 +94,7 @@ def _row(source: QueueSource, job_id: str, payload: bytes | None, state: State, 
         finish_ms=d.get('ft') if finished and isinstance(d.get('ft'), int) else None,
         result=safe_repr(d.get('r'), 120) if finished and loaded.value is not None else None,
         error=loaded.error,
+        lease_token=_text(lease) if lease is not None else None,
     )
 
 
@@ -151,7 +155,7 @@ async def _chunk_rows(
     for n, (job_id, score, payload, lease) in enumerate(zip(ids, scores, payloads, leases, strict=True)):
         if state is State.in_progress and lease is None or state is State.queued and lease is not None:
             continue
-        row = _row(source, job_id, payload, state, score)
+        row = _row(source, job_id, payload, state, score, lease)
         if match(row):
             rows.append(row)
             if len(rows) >= wanted:

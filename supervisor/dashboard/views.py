@@ -7,7 +7,8 @@ from typing import Any
 
 from .charts import build_series, svg_chart
 from .detail import job_detail
-from .fleet import read_fleet
+from .fleet import read_fleet, read_records
+from .holders import identify
 from .model import QueueSource, RedisClient, State
 from .reading import list_jobs, now_ms, queue_counts
 
@@ -46,7 +47,7 @@ async def overview(redis: RedisClient, sources: list[QueueSource]) -> dict[str, 
     now = now_ms()
     queues = []
     for source in sources:
-        counts = await queue_counts(redis, source.name, now)
+        counts = await queue_counts(redis, source.name)
         fleet = await read_fleet(redis, source.name, now)
         series = build_series([v.samples for v in fleet], now)
         live = [v for v in fleet if not v.stale]
@@ -73,12 +74,22 @@ async def fleet(redis: RedisClient, sources: list[QueueSource]) -> dict[str, Any
 
 async def jobs(redis: RedisClient, sources: list[QueueSource], query: JobsQuery) -> dict[str, Any]:
     source = next(s for s in sources if s.name == query.queue)
+    now = now_ms()
     page = await list_jobs(redis, source, query.state, function=query.function, id_part=query.id_part,
                            cursor=query.cursor, page_size=PAGE_SIZE)  # fmt: skip
     counts = await queue_counts(redis, source.name)
-    return {'query': query, 'listing': page, 'counts': counts, 'states': list(State), 'now_ms': now_ms(),
-            'queue_names': [s.name for s in sources]}  # fmt: skip
+    holders = {}
+    if query.state is State.in_progress and page.rows:  # one read of the supervisors' records for the whole page
+        supervisors = await read_records(redis, source.name, now)
+        holders = {r.job_id: identify(r.lease_token, supervisors) for r in page.rows if r.lease_token is not None}
+    return {'query': query, 'listing': page, 'counts': counts, 'states': list(State), 'now_ms': now,
+            'queue_names': [s.name for s in sources], 'holders': holders}  # fmt: skip
 
 
 async def job(redis: RedisClient, sources: list[QueueSource], job_id: str) -> dict[str, Any]:
-    return {'job': await job_detail(redis, sources, job_id), 'now_ms': now_ms()}
+    detail = await job_detail(redis, sources, job_id)
+    now = now_ms()
+    holder = None
+    if detail.status == 'in progress' and detail.lease_token is not None and detail.queue is not None:
+        holder = identify(detail.lease_token, await read_records(redis, detail.queue, now))
+    return {'job': detail, 'holder': holder, 'now_ms': now}

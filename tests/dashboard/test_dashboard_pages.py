@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -84,7 +86,22 @@ def test_every_page_shows_what_redis_holds(fleet: Fleet, browser: Any, tmp_path:
 
     browser.get(f'{fleet.url}/job?id={jobs["in_progress"][0]}')
     assert text_of(browser, '#job-status') == 'in progress'
-    assert 'lease' in text_of(browser, 'dl.facts')
+    slot, pid, host = holder_of(fleet, jobs['in_progress'][0])
+    held_by = text_of(browser, 'dd[data-field="holder"]')
+    assert f'worker slot {slot} (pid {pid}) of the arq-supervise on {host} (pid {fleet.sup.pid})' in held_by, held_by
+    browser.get(f'{fleet.url}/jobs?queue={fleet.queue}&state=in_progress')
+    cell = text_of(browser, f'tr[data-job-id="{jobs["in_progress"][1]}"] td.holder')
+    assert cell == f'{host} · supervisor {fleet.sup.pid} · slot {slot} (pid {pid})', cell
+
+
+def holder_of(fleet: Fleet, job_id: str) -> tuple[int, int, str]:
+    """(slot, pid, host) of the child whose lease is on the job, checked against the supervisor's own record."""
+    [child] = fleet.sup.status()['children']
+    host = socket.gethostname()
+    document = json.loads(fleet.sup.redis.get(f'arq:supervisor:{fleet.queue}:{host}:{fleet.sup.pid}'))
+    token = fleet.sup.redis.get(f'arq:in-progress:{job_id}')
+    assert token.startswith(f'{document["worker_id_prefix"]}{child["pid"]}:'), (token, document['worker_id_prefix'])
+    return child['slot'], child['pid'], host
 
 
 def _child_cell(browser: Any, supervisor_pid: int, field: str) -> str | None:

@@ -1,0 +1,129 @@
+"""Which worker holds a running job, from its lease token and the records supervisors publish.
+
+These build the records and leases in Redis as a supervisor and its children write them (a live supervisor's own
+record is checked in test_dashboard_pages.py) and read the pages from the app in this process.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import pickle
+import re
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from arq.connections import RedisSettings
+from arq.constants import in_progress_key_prefix, job_key_prefix
+from arq_supervise import health
+from arq_supervise.dashboard import create_app
+from arq_supervise.dashboard.holders import identify, parse_token
+from tests.support.redis_server import RedisServer
+
+PREFIX = '0a1b2c3d4e.'
+
+
+def record(pid: int, children: list[tuple[int, int]], *, prefix: str | None = PREFIX, age_s: float = 0.0,
+           **extra: Any) -> dict[str, Any]:  # fmt: skip
+    """A supervisor's record as Reporter.document writes it, with its children as (slot, pid)."""
+    document: dict[str, Any] = {
+        'pid': pid, 'host': 'host-a', 'state': 'running', 'procs': len(children), 'ready': len(children),
+        'updated_at': time.time() - age_s, 'health_interval_s': 1.0, 'totals': {'complete': 5, 'failed': 1},
+        'children': [{'slot': slot, 'pid': child, 'state': 'ready', 'ongoing': 1, 'complete': 0, 'failed': 0,
+                      'restarts': 0, 'last_exit': None} for slot, child in children],
+        **extra,
+    }  # fmt: skip
+    if prefix is not None:
+        document['worker_id_prefix'] = prefix
+    return document
+
+
+def publish(client: redis.Redis, queue: str, host: str, document: dict[str, Any]) -> None:
+    client.set(health.supervisor_key(queue, host, document['pid']), json.dumps(document), px=3_600_000)
+
+
+def hold(client: redis.Redis, queue: str, job_id: str, token: str) -> None:
+    """A due job with a lease on it, as a worker's claim leaves it."""
+    now_ms = int(time.time() * 1000)
+    client.set(job_key_prefix + job_id, pickle.dumps({'t': 1, 'f': 'sleeper', 'a': ('x',), 'k': {}, 'et': now_ms}))
+    client.zadd(queue, {job_id: now_ms - 1000})
+    client.set(in_progress_key_prefix + job_id, token, px=30_000)
+
+
+def text(page: str, field: str) -> str:
+    """The visible text of the element with `data-field=field`, whitespace collapsed."""
+    match = re.search(rf'<(\w+)[^>]*data-field="{field}"[^>]*>(.*?)</\1>', page, re.S)
+    assert match, f'no data-field={field} on the page'
+    inline = re.sub(r'<br>', ' ', match.group(2))
+    return ' '.join(html.unescape(re.sub(r'<[^>]+>', '', inline)).split())
+
+
+def holder_cell(page: str, job_id: str) -> str:
+    match = re.search(rf'<tr data-job-id="{re.escape(job_id)}">.*?<td class="holder[^"]*"[^>]*>(.*?)</td>', page, re.S)
+    assert match, f'no holder cell for {job_id}'
+    return html.unescape(match.group(1))
+
+
+@pytest.fixture
+async def pages(redis_server: RedisServer, redis_db: int, queue_name: str) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(RedisSettings(port=redis_server.port, database=redis_db), [queue_name])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url='http://testserver') as client:
+        yield client
+    await app.state.dashboard.redis.close()
+
+
+def test_lease_tokens_parse_into_worker_id_and_claim() -> None:
+    assert parse_token('0a1b2c3d4e.4321:1f') == ('0a1b2c3d4e.4321', 31)
+    assert parse_token('my:worker:a') == ('my:worker', 10)  # a worker id may hold a colon; the claim is the last part
+    assert parse_token('no-claim') == ('no-claim', None)
+    assert parse_token('worker:zz') == ('worker:zz', None)
+    assert identify('0a1b2c3d4e.4321:1', []).is_supervised is False
+
+
+async def test_job_page_names_the_supervisor_child_that_holds_the_job(
+    pages: httpx.AsyncClient, sync_redis: redis.Redis, queue_name: str
+) -> None:
+    publish(sync_redis, queue_name, 'host-a', record(900, [(0, 4321), (1, 4322)]))
+    publish(sync_redis, queue_name, 'host-b', record(901, [(0, 4321)], prefix='ffffffffff.'))  # same child pid
+    hold(sync_redis, queue_name, 'held', f'{PREFIX}4322:1f')
+    page = (await pages.get('/job', params={'id': 'held'})).text
+    held_by = text(page, 'holder')
+    assert 'worker slot 1 (pid 4322) of the arq-supervise on host-a (pid 900)' in held_by, held_by
+    assert f'worker id {PREFIX}4322' in held_by and 'claim no. 31' in held_by
+    assert 'has not published' not in held_by
+    listing = (await pages.get('/jobs', params={'queue': queue_name, 'state': 'in_progress'})).text
+    assert holder_cell(listing, 'held') == 'host-a · supervisor 900 · slot 1 (pid 4322)'
+
+
+async def test_job_page_gives_the_worker_id_when_no_supervisor_names_it(
+    pages: httpx.AsyncClient, sync_redis: redis.Redis, queue_name: str
+) -> None:
+    publish(sync_redis, queue_name, 'host-a', record(900, [(0, 4321)]))
+    publish(sync_redis, queue_name, 'host-old', record(902, [(0, 5555)], prefix=None))  # an older supervisor
+    hold(sync_redis, queue_name, 'plain', '5f3c9a0e1d2b4c6a:3')  # a plain arq worker's token
+    hold(sync_redis, queue_name, 'old', '9999999999.5555:2')
+    for job_id, worker_id in (('plain', '5f3c9a0e1d2b4c6a'), ('old', '9999999999.5555')):
+        held_by = text((await pages.get('/job', params={'id': job_id})).text, 'holder')
+        assert held_by.startswith(f"worker {worker_id}: not a known supervisor's child"), held_by
+        assert 'host-' not in held_by
+    listing = (await pages.get('/jobs', params={'queue': queue_name, 'state': 'in_progress'})).text
+    assert holder_cell(listing, 'plain') == '5f3c9a0e1d2b4c6a (not a known supervisor’s child)'
+
+
+async def test_job_page_says_when_the_holder_exited_or_its_supervisor_went_quiet(
+    pages: httpx.AsyncClient, sync_redis: redis.Redis, queue_name: str
+) -> None:
+    publish(sync_redis, queue_name, 'host-a', record(900, [(0, 4400)]))  # 4321 exited; 4400 replaced it
+    publish(sync_redis, queue_name, 'host-c', record(903, [(2, 7000)], prefix='cccccccccc.', age_s=120))
+    hold(sync_redis, queue_name, 'orphan', f'{PREFIX}4321:5')
+    hold(sync_redis, queue_name, 'quiet', 'cccccccccc.7000:1')
+    orphan = text((await pages.get('/job', params={'id': 'orphan'})).text, 'holder')
+    assert 'pid 4321, a child that has exited' in orphan and 'on host-a (pid 900)' in orphan, orphan
+    quiet = text((await pages.get('/job', params={'id': 'quiet'})).text, 'holder')
+    assert 'worker slot 2 (pid 7000) of the arq-supervise on host-c (pid 903)' in quiet, quiet
+    assert 'its supervisor has not published for 2 min' in quiet, quiet
