@@ -6,6 +6,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -71,16 +72,21 @@ class Snapshot:
     children: list[ChildStatus]
     #: the parent's loop latency (arq_supervise.latency)
     loop: dict[str, float | int] | None = None
+    #: children that exited since the supervisor started, by cause (Fleet.restarts_by_cause); None: not reported
+    restarts_by_cause: Mapping[str, int] | None = None
 
     @property
     def ready(self) -> int:
         return sum(1 for c in self.children if c.state == 'ready')
 
     def document(self) -> dict[str, object]:
-        return health.status_document(
+        document = health.status_document(
             pid=self.pid, host=self.host, queue_name=self.queue_name, state=self.state, procs=self.procs,
             totals=self.totals, children=self.children, now_wall=time.time(), loop=self.loop,
         )  # fmt: skip
+        if self.restarts_by_cause is not None:  # added to the record's fields: older readers ignore it
+            document['restarts_by_cause'] = {cause: n for cause, n in sorted(self.restarts_by_cause.items()) if n}
+        return document
 
 
 class Reporter:

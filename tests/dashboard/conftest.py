@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from arq.connections import RedisSettings
+from arq_supervise.dashboard import create_app
 from tests.dashboard.harness import Fleet, install_chromium, start_browser
 from tests.integration.harness import Supervisor
 from tests.support.redis_server import RedisServer
@@ -46,3 +49,12 @@ def fleet(tmp_path: Path, queue_name: str, redis_server: RedisServer, redis_db: 
     fleet.cleanup()
     leftovers = sup.cleanup()
     assert not leftovers, f'processes outlived the test: {leftovers}'
+
+
+@pytest.fixture
+async def pages(redis_server: RedisServer, redis_db: int, queue_name: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The dashboard app for the test's queue and database, read in this process (no server, no browser)."""
+    app = create_app(RedisSettings(port=redis_server.port, database=redis_db), [queue_name])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url='http://testserver') as client:
+        yield client
+    await app.state.dashboard.redis.close()

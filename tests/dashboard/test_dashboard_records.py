@@ -1,4 +1,5 @@
-"""Which worker holds a running job, from its lease token and the records supervisors publish.
+"""What the dashboard reads from the records supervisors publish: which worker holds a running job, and each
+supervisor's restarts by cause.
 
 These build the records and leases in Redis as a supervisor and its children write them (a live supervisor's own
 record is checked in test_dashboard_pages.py) and read the pages from the app in this process.
@@ -11,19 +12,17 @@ import json
 import pickle
 import re
 import time
-from collections.abc import AsyncIterator
+from collections import Counter
 from typing import Any
 
 import httpx
-import pytest
 import redis
 
-from arq.connections import RedisSettings
 from arq.constants import in_progress_key_prefix, job_key_prefix
 from arq_supervise import health
-from arq_supervise.dashboard import create_app
 from arq_supervise.dashboard.holders import identify, parse_token
-from tests.support.redis_server import RedisServer
+from arq_supervise.health import Counters
+from arq_supervise.reporting import Snapshot
 
 PREFIX = '0a1b2c3d4e.'
 
@@ -33,8 +32,10 @@ def record(pid: int, children: list[tuple[int, int]], *, prefix: str | None = PR
     """A supervisor's record as Reporter.document writes it, with its children as (slot, pid)."""
     document: dict[str, Any] = {
         'pid': pid, 'host': 'host-a', 'state': 'running', 'procs': len(children), 'ready': len(children),
-        'updated_at': time.time() - age_s, 'health_interval_s': 1.0, 'totals': {'complete': 5, 'failed': 1},
-        'children': [{'slot': slot, 'pid': child, 'state': 'ready', 'ongoing': 1, 'complete': 0, 'failed': 0,
+        'updated_at': time.time() - age_s, 'health_interval_s': 1.0,
+        'totals': {'complete': 5, 'failed': 1, 'retried': 0, 'ongoing': 1},
+        'children': [{'slot': slot, 'pid': child, 'state': 'ready', 'complete': 0, 'failed': 0, 'retried': 0,
+                      'ongoing': 1, 'held': 1, 'memory_mib': 30.5, 'heartbeat_age_s': 0.2, 'redis_error': None,
                       'restarts': 0, 'last_exit': None} for slot, child in children],
         **extra,
     }  # fmt: skip
@@ -67,14 +68,6 @@ def holder_cell(page: str, job_id: str) -> str:
     match = re.search(rf'<tr data-job-id="{re.escape(job_id)}">.*?<td class="holder[^"]*"[^>]*>(.*?)</td>', page, re.S)
     assert match, f'no holder cell for {job_id}'
     return html.unescape(match.group(1))
-
-
-@pytest.fixture
-async def pages(redis_server: RedisServer, redis_db: int, queue_name: str) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(RedisSettings(port=redis_server.port, database=redis_db), [queue_name])
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url='http://testserver') as client:
-        yield client
-    await app.state.dashboard.redis.close()
 
 
 def test_lease_tokens_parse_into_worker_id_and_claim() -> None:
@@ -127,3 +120,31 @@ async def test_job_page_says_when_the_holder_exited_or_its_supervisor_went_quiet
     quiet = text((await pages.get('/job', params={'id': 'quiet'})).text, 'holder')
     assert 'worker slot 2 (pid 7000) of the arq-supervise on host-c (pid 903)' in quiet, quiet
     assert 'its supervisor has not published for 2 min' in quiet, quiet
+
+
+def test_the_record_carries_restarts_by_cause_only_when_told_them() -> None:
+    base = {'pid': 900, 'host': 'host-a', 'queue_name': 'q', 'state': 'running', 'procs': 2,
+            'totals': Counters(), 'children': []}  # fmt: skip
+    causes = Counter({'crash': 2, 'recycle': 3, 'hang': 1, 'memory': 0})
+    document = Snapshot(**base, restarts_by_cause=causes).document()  # type: ignore[arg-type]
+    assert document['restarts_by_cause'] == {'crash': 2, 'hang': 1, 'recycle': 3}
+    assert json.loads(json.dumps(document))['restarts_by_cause'] == {'crash': 2, 'hang': 1, 'recycle': 3}
+    assert 'restarts_by_cause' not in Snapshot(**base).document()  # type: ignore[arg-type]
+
+
+def supervisor_text(page: str, pid: int) -> str:
+    match = re.search(rf'<article class="supervisor[^"]*"[^>]*data-pid="{pid}">(.*?)</article>', page, re.S)
+    assert match, f'no supervisor {pid} on the page'
+    return ' '.join(html.unescape(re.sub(r'<[^>]+>', '', match.group(1))).split())
+
+
+async def test_fleet_page_shows_each_supervisors_restarts_by_cause(
+    pages: httpx.AsyncClient, sync_redis: redis.Redis, queue_name: str
+) -> None:
+    publish(sync_redis, queue_name, 'host-a', record(900, [(0, 4321)], restarts_by_cause={'crash': 2, 'hang': 1}))
+    publish(sync_redis, queue_name, 'host-b', record(901, [(0, 5000)], restarts_by_cause={}))
+    publish(sync_redis, queue_name, 'host-c', record(902, [(0, 6000)]))  # an older supervisor: no such field
+    page = (await pages.get('/fleet')).text
+    assert 'restarts by cause: crash 2 hang 1' in supervisor_text(page, 900), supervisor_text(page, 900)
+    assert 'no child has exited since this supervisor started' in supervisor_text(page, 901)
+    assert 'restarts by cause' not in supervisor_text(page, 902) and 'exited' not in supervisor_text(page, 902)
