@@ -73,7 +73,6 @@ while claimed < want and offset < limit * 10 do
     local id, score = batch[i], batch[i + 1]
     if not leased[(i + 1) / 2] and tonumber(score) ~= 0 then
       redis.call('SET', ip_p .. id, token, 'PX', lease)
-      local payload = redis.call('GET', job_p .. id)
       local try = redis.call('INCR', retry_p .. id)
       redis.call('EXPIRE', retry_p .. id, retry_ttl)
       local aborted = 0
@@ -81,7 +80,7 @@ while claimed < want and offset < limit * 10 do
         aborted = redis.call('ZREM', abort_key, id)
       end
       out[#out + 1] = id
-      out[#out + 1] = payload
+      out[#out + 1] = false  -- the payload, read below for all the claimed jobs at once
       out[#out + 1] = try
       out[#out + 1] = score
       out[#out + 1] = aborted
@@ -99,6 +98,16 @@ while claimed < want and offset < limit * 10 do
 end
 if claimed < want then
   redis.call('DEL', ARGV[14])  -- no due job is left unclaimed: the wake tokens are stale
+end
+for start = 1, #ids, 1000 do
+  local keys = {}
+  for i = start, math.min(start + 999, #ids) do
+    keys[#keys + 1] = job_p .. ids[i]
+  end
+  local payloads = redis.call('MGET', unpack(keys))
+  for i = 1, #keys do
+    out[2 + (start + i - 2) * 5 + 2] = payloads[i]
+  end
 end
 if claimed > 0 then
   redis.call('DEL', record_key)
@@ -157,7 +166,7 @@ for _, key in ipairs(shared) do
     return redis.error_reply('WRONGTYPE ' .. key .. ' holds a ' .. kind .. ', not a sorted set')
   end
 end
-local lost, indexed = {}, {}
+local lost, indexed, finished = {}, {}, {}
 for _, job in ipairs(jobs) do
   local id, op, token, tomb, payload, px, incr = unpack(job)
   local holder = redis.call('GET', ip_p .. id)
@@ -186,8 +195,7 @@ for _, job in ipairs(jobs) do
         redis.call('SET', result_p .. id, payload, 'PX', px)
       end
     end
-    redis.call('ZREM', queue, id)
-    redis.call('ZREM', abort_key, id)
+    finished[#finished + 1] = id
     redis.call('PUBLISH', done_p .. id, '1')
     if recent_cap > 0 then
       local index = recent_p .. (op == 's' and 'complete' or 'failed')
@@ -206,6 +214,15 @@ for _, job in ipairs(jobs) do
     if op == 'g' and redis.call('EXISTS', retry_p .. id) == 1 then
       redis.call('DECR', retry_p .. id)
     end
+  end
+end
+-- the finished jobs leave the queue (and the abort set, when it has members) in one command per slice
+local has_aborts = #finished > 0 and redis.call('EXISTS', abort_key) == 1
+for start = 1, #finished, 1000 do
+  local slice = {unpack(finished, start, math.min(start + 999, #finished))}
+  redis.call('ZREM', queue, unpack(slice))
+  if has_aborts then
+    redis.call('ZREM', abort_key, unpack(slice))
   end
 end
 -- capped and expiring once per batch, not once per job
