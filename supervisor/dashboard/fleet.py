@@ -1,8 +1,9 @@
 """The fleet as its supervisors publish it: their health documents and their throughput histories.
 
-Every `arq-supervise` writes `arq:supervisor:<queue>:<host>:<pid>` (expires 3 health intervals after its last
-write) and `arq:history:<queue>:<host>:<pid>` (kept an hour). A supervisor with history but no health key has
-stopped or lost its connection; one whose document is older than a few of its own sample intervals is stale.
+Every `arq-supervise` writes `arq:supervisor:<queue>:<host>:<pid>` (kept an hour after its last write, deleted on a
+clean stop) and `arq:history:<queue>:<host>:<pid>` (kept an hour). A supervisor with history but no record has
+stopped or its record expired; one whose record missed two of its own health intervals is stale, judged as
+`arq-supervise status` judges it (health.record_is_stale).
 """
 
 from __future__ import annotations
@@ -12,12 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from arq.constants import supervisor_key_prefix
+from arq_supervise.health import record_is_stale
 from arq_supervise.history import history_key_prefix, parse_sample
 
 from .model import RedisClient
 
-#: a document older than this many seconds is marked stale (the default health interval is 5 s)
-STALE_AFTER_S = 16.0
 HOUR_MS = 3_600_000
 
 
@@ -32,7 +32,7 @@ class SupervisorView:
 
     @property
     def stale(self) -> bool:
-        return self.document is None or (self.age_s is not None and self.age_s > STALE_AFTER_S)
+        return self.document is None or (self.age_s is not None and record_is_stale(self.document, self.age_s))
 
     @property
     def children(self) -> list[dict[str, Any]]:

@@ -148,3 +148,14 @@ async def test_fleet_page_shows_each_supervisors_restarts_by_cause(
     assert 'restarts by cause: crash 2 hang 1' in supervisor_text(page, 900), supervisor_text(page, 900)
     assert 'no child has exited since this supervisor started' in supervisor_text(page, 901)
     assert 'restarts by cause' not in supervisor_text(page, 902) and 'exited' not in supervisor_text(page, 902)
+
+
+async def test_fleet_page_judges_staleness_by_each_supervisors_own_interval(
+    pages: httpx.AsyncClient, sync_redis: redis.Redis, queue_name: str
+) -> None:
+    publish(sync_redis, queue_name, 'host-a', record(900, [(0, 4321)], age_s=20, health_interval_s=30.0))
+    publish(sync_redis, queue_name, 'host-b', record(901, [(0, 5000)], age_s=5, health_interval_s=1.0))
+    page = (await pages.get('/fleet')).text
+    assert 'stale' not in supervisor_text(page, 900)  # 20 s into a 30 s interval: as `arq-supervise status` says
+    assert 'stale · updated 5 s ago' in supervisor_text(page, 901)
+    assert '1 supervisor,' in (await pages.get('/')).text
