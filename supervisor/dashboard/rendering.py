@@ -44,7 +44,7 @@ def duration(ms: int | float | None) -> str:
 
 
 def num(value: int | float | None) -> str:
-    if value is None:
+    if value is None or isinstance(value, jinja2.Undefined):  # a field a record from another version lacks
         return 'n/a'
     if isinstance(value, float) and not value.is_integer():
         return f'{value:,.1f}'

@@ -159,3 +159,14 @@ async def test_fleet_page_judges_staleness_by_each_supervisors_own_interval(
     assert 'stale' not in supervisor_text(page, 900)  # 20 s into a 30 s interval: as `arq-supervise status` says
     assert 'stale · updated 5 s ago' in supervisor_text(page, 901)
     assert '1 supervisor,' in (await pages.get('/')).text
+
+
+async def test_fleet_page_shows_a_record_that_lacks_newer_fields(
+    pages: httpx.AsyncClient, sync_redis: redis.Redis, queue_name: str
+) -> None:
+    document = {'pid': 904, 'host': 'host-old', 'state': 'running', 'updated_at': time.time(),
+                'children': [{'slot': 0, 'pid': 8000, 'state': 'ready'}]}  # fmt: skip
+    publish(sync_redis, queue_name, 'host-old', document)
+    response = await pages.get('/fleet')
+    assert response.status_code == 200
+    assert 'n/a complete' in supervisor_text(response.text, 904) and '8000' in supervisor_text(response.text, 904)
