@@ -12,15 +12,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
+from arq.constants import in_progress_key_prefix, job_key_prefix, recent_outcomes_key_prefix, result_key_prefix
 
 from .model import JobPage, JobRow, QueueCounts, QueueSource, RedisClient, State
 from .safe_load import load_payload, safe_repr
-
-try:
-    from arq.constants import recent_outcomes_key_prefix  # type: ignore[attr-defined,unused-ignore]
-except ImportError:  # the index's contract before arq/ writes it
-    recent_outcomes_key_prefix = 'arq:recent:'
 
 CHUNK = 500
 #: the most ids one listing request (or the in-progress count) looks at
