@@ -158,7 +158,8 @@ class ParentReporter(WorkerObserver):
 
     def ready(self) -> None:
         self.is_ready = True
-        self.link.send(protocol.Ready())
+        # at once: the first job may block the loop before a batch would go (and the parent waits for READY)
+        self.link.send(protocol.Ready(), now=True)
 
     def claimed(self, job_ids: Sequence[str]) -> None:
         # with the next batch: if one of these jobs kills us first, the blame region names it to the parent

@@ -106,8 +106,11 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    with open(f'/proc/{pid}/stat') as f:  # an unreaped zombie (reparented to init) counts as gone
-        return f.read().split(') ')[1][0] != 'Z'
+    try:
+        with open(f'/proc/{pid}/stat') as f:  # an unreaped zombie (reparented to init) counts as gone
+            return f.read().split(') ')[1][0] != 'Z'
+    except FileNotFoundError:  # reaped between the two looks
+        return False
 
 
 STUBBORN = """
