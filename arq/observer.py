@@ -58,7 +58,10 @@ class _Guarded(WorkerObserver):
         self._call(self._inner.settled, job_ids)
 
     def job_finished(self, function: str, outcome: str, duration_s: float, lag_ms: int) -> None:
-        self._call(self._inner.job_finished, function, outcome, duration_s, lag_ms)
+        try:  # written out, not through _call: this one comes once per job
+            self._inner.job_finished(function, outcome, duration_s, lag_ms)
+        except Exception:
+            logger.exception('worker observer %s.job_finished failed', type(self._inner).__name__)
 
     def job_failed_early(self, function: str | None, outcome: str) -> None:
         self._call(self._inner.job_failed_early, function, outcome)

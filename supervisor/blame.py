@@ -47,6 +47,7 @@ _GROWER = struct.Struct(f'<{DIGEST_SIZE}sQ')
 REGION_SIZE = _RUNNING.stop + _GROWER.size
 _TOP = slice(_RUNNING.stop, REGION_SIZE)
 _NOT_RUNNING = _LENGTH.pack(0)
+_LENGTHS = [_LENGTH.pack(n) for n in range(MAX_ID_BYTES + 1)]
 _IDLE = bytes(DIGEST_SIZE)
 
 
@@ -56,15 +57,16 @@ def digest(job_id: str) -> bytes:
 
 def reported_late_ok(job_id: str) -> bool:
     """Whether the region can name this job while it runs, so its claim may reach the parent with the next batch."""
-    return len(job_id.encode(errors='surrogatepass')) <= MAX_ID_BYTES
+    # a character is at most 4 bytes in UTF-8: most ids need no encoding to tell
+    return len(job_id) * 4 <= MAX_ID_BYTES or len(job_id.encode(errors='surrogatepass')) <= MAX_ID_BYTES
 
 
 def _running_mark(job_id: str) -> bytes:
-    """What the region's running field holds while `job_id` runs (written whole at each step)."""
+    """What the region's running field starts with while `job_id` runs (its length then the id, or the digest)."""
     raw = job_id.encode(errors='surrogatepass')
     if len(raw) > MAX_ID_BYTES:
-        return (_LENGTH.pack(_AS_DIGEST) + digest(job_id)).ljust(_RUNNING.stop, b'\0')
-    return (_LENGTH.pack(len(raw)) + raw).ljust(_RUNNING.stop, b'\0')
+        return _LENGTH.pack(_AS_DIGEST) + digest(job_id)
+    return _LENGTHS[len(raw)] + raw
 
 
 def new_region() -> mmap.mmap:
@@ -101,8 +103,8 @@ class BlameRecorder:
     def __init__(self, region: mmap.mmap) -> None:
         self.region = region
         self.peak_kib = _peak_rss_kib()
-        self.growth_kib: dict[bytes, int] = {}
-        self.top: bytes = _IDLE
+        self.growth_kib: dict[str, int] = {}  # job id -> KiB its steps grew the peak by
+        self.top: str | None = None
         self.steps = 0
 
     def wrap(self, function: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
@@ -112,12 +114,11 @@ class BlameRecorder:
             coroutine = function(ctx, *args, **kwargs)
             if not hasattr(coroutine, 'send'):
                 return coroutine
-            job_id = str(ctx.get('job_id', ''))
-            return _Recorded(coroutine, digest(job_id), _running_mark(job_id), self)
+            return _Recorded(coroutine, str(ctx.get('job_id', '')), self)
 
         return functools.update_wrapper(call, function)
 
-    def step_done(self, job: bytes, step_s: float) -> None:
+    def step_done(self, job_id: str, step_s: float) -> None:
         # reading the peak (a getrusage system call) after every step cost more than the step of a short job; a step
         # that grows memory enough to matter takes time to touch its pages, so short steps are sampled
         self.steps += 1
@@ -126,29 +127,34 @@ class BlameRecorder:
         peak = _peak_rss_kib()
         if peak <= self.peak_kib:
             return
-        grown = self.growth_kib.get(job, 0) + peak - self.peak_kib
+        grown = self.growth_kib.get(job_id, 0) + peak - self.peak_kib
         self.peak_kib = peak
-        self.growth_kib[job] = grown
-        if job == self.top or grown > self.growth_kib.get(self.top, 0):
-            self.top = job
-            self.region[_TOP] = _GROWER.pack(job, grown)
+        self.growth_kib[job_id] = grown
+        if job_id == self.top or grown > self.growth_kib.get(self.top or '', 0):
+            self._set_top(job_id)
 
-    def job_done(self, job: bytes) -> None:
-        if self.growth_kib.pop(job, None) is None or job != self.top:
+    def job_done(self, job_id: str) -> None:
+        if self.growth_kib.pop(job_id, None) is None or job_id != self.top:
             return
-        self.top = max(self.growth_kib, key=self.growth_kib.__getitem__, default=_IDLE)
-        self.region[_TOP] = _GROWER.pack(self.top, self.growth_kib.get(self.top, 0))
+        self._set_top(max(self.growth_kib, key=self.growth_kib.__getitem__, default=None))
+
+    def _set_top(self, job_id: str | None) -> None:
+        """Only here is a digest made: once per growth of the peak, not once per job."""
+        self.top = job_id
+        grown = self.growth_kib.get(job_id, 0) if job_id is not None else 0
+        self.region[_TOP] = _GROWER.pack(digest(job_id) if job_id is not None else _IDLE, grown)
 
 
 class _Recorded:
     """Awaitable proxy of a job's coroutine: marks the region around each step it runs."""
 
-    __slots__ = ('_coroutine', '_job', '_mark', '_recorder')
+    __slots__ = ('_coroutine', '_job_id', '_mark', '_marked', '_recorder')
 
-    def __init__(self, coroutine: Coroutine[Any, Any, Any], job: bytes, mark: bytes, recorder: BlameRecorder) -> None:
+    def __init__(self, coroutine: Coroutine[Any, Any, Any], job_id: str, recorder: BlameRecorder) -> None:
         self._coroutine = coroutine
-        self._job = job  # digest: the memory growth is kept by it
-        self._mark = mark
+        self._job_id = job_id
+        self._mark = _running_mark(job_id)
+        self._marked = slice(0, len(self._mark))  # the part of the running field it overwrites
         self._recorder = recorder
 
     def __await__(self) -> Generator[Any, None, Any]:
@@ -168,11 +174,11 @@ class _Recorded:
 
     def close(self) -> None:
         self._coroutine.close()
-        self._recorder.job_done(self._job)
+        self._recorder.job_done(self._job_id)
 
     def _step(self, advance: Callable[..., Any], *args: Any) -> Any:
         recorder = self._recorder
-        recorder.region[_RUNNING] = self._mark
+        recorder.region[self._marked] = self._mark
         finished = True  # unless the step yields: StopIteration (it returned) or an exception ends the job
         started = perf_counter()
         try:
@@ -181,9 +187,9 @@ class _Recorded:
             return result
         finally:
             recorder.region[_RUNNING_LENGTH] = _NOT_RUNNING
-            recorder.step_done(self._job, perf_counter() - started)
+            recorder.step_done(self._job_id, perf_counter() - started)
             if finished:
-                recorder.job_done(self._job)
+                recorder.job_done(self._job_id)
 
 
 def _peak_rss_kib() -> int:
