@@ -362,7 +362,7 @@ class Arbiter:
     def snapshot(self, now: float) -> Snapshot:
         return Snapshot(pid=self.pid, host=self.host, queue_name=self.settings.queue_name, state=self.state.value,
                         procs=self.target_procs, totals=self.totals(), children=self.fleet.statuses(now),
-                        loop=self.latency.summary())  # fmt: skip
+                        loop=self.latency.summary(), restarts_by_cause=self.fleet.restarts_by_cause)  # fmt: skip
 
     def finish(self) -> None:
         """Leave no trace that says we are alive: final status, our Redis key gone, pending releases tried."""

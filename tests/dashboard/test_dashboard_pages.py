@@ -179,7 +179,6 @@ def test_overview_plots_the_last_hour_and_fleet_marks_a_stopped_supervisor(
     screenshot(browser, 'jobs-dark', tmp_path)
 
 
-@pytest.mark.xfail(strict=True, reason='Arbiter.snapshot does not pass restarts_by_cause to its Snapshot yet')
 def test_fleet_page_shows_crashes_among_the_supervisors_restarts_by_cause(fleet: Fleet, browser: Any) -> None:
     fleet.start_supervisor()
     job_id = fleet.enqueue('crasher', 'c0', 13)  # kills its child at least twice, then is failed as poison
