@@ -62,7 +62,11 @@ option = functools.partial(click.option, cls=EnvAwareOption)
 )
 @click.argument('settings_path', metavar='SETTINGS', envvar='ARQ_SUPERVISE_SETTINGS', required=False)
 @option('--procs', type=click.IntRange(min=1), help='Worker processes.  [default: CPUs available]')
-@option('--burst', is_flag=True, help='Children exit when the queue is empty; then the supervisor exits.')
+@option(
+    '--burst',
+    is_flag=True,
+    help='Children exit when the queue is empty; then the supervisor exits. Also when the settings say burst = True.',
+)
 @option('--fail-on-job-failure', is_flag=True, help='With --burst: exit 1 if any job failed.')
 @option('--parent-redis-timeout', 'parent_redis_timeout_s', type=click.FloatRange(min=0, min_open=True, max=5),
         default=0.05, help="Seconds one of the parent's Redis commands may hold its loop; raise it for a Redis far "
@@ -116,6 +120,8 @@ def cli(settings_path: str | None, check: bool, status: bool, live: bool, redis_
     settings = _load(settings_path, redis_url, verbose=options['verbose'])
     if check or status:
         raise SystemExit(run_check(health.default_status_file(settings.queue_name), verbose=status, live_only=live))
+    # burst = True in the settings means what --burst means (arq's own CLI reads it from the settings too)
+    options['burst'] = options['burst'] or bool(settings.worker_kwargs.get('burst'))
     try:
         config = SupervisorConfig(
             settings_path=settings_path,

@@ -282,8 +282,8 @@ class Roster:
         overrides: dict[str, object] = {}
         if self.config.job_completion_wait_s is not None:
             overrides['job_completion_wait'] = self.config.job_completion_wait_s
-        if self.config.burst:
-            overrides['burst'] = True
+        # always said: a child that drains the queue and exits would otherwise be replaced at once, again and again
+        overrides['burst'] = self.config.burst
         if self.config.stop_unleased_jobs:
             overrides['stop_unleased_jobs'] = True
         return overrides

@@ -168,6 +168,17 @@ def test_burst_runs_the_queue_dry_then_exits_0(supervisor: Supervisor) -> None:
     assert len(supervisor.events('finished')) == 6
 
 
+def test_burst_in_the_settings_means_burst_not_children_replaced_as_they_exit(supervisor: Supervisor) -> None:
+    """Without it, each child drained the queue, exited cleanly and was replaced at once, dozens of times a second."""
+    for i in range(3):
+        supervisor.enqueue('quick', f'q{i}')
+    settings = supervisor.write_settings('\nWorkerSettings.burst = True\n')
+    supervisor.start('--procs', '2', settings=settings)
+    assert supervisor.wait(timeout=20) == 0
+    assert len(supervisor.events('finished')) == 3
+    assert supervisor.log().count('spawned child') == 2
+
+
 def test_a_second_supervisor_refuses_a_status_file_in_use(supervisor: Supervisor) -> None:
     """Two supervisors writing one status file would make --check answer for whichever wrote last."""
     settings = supervisor.write_settings()
