@@ -12,7 +12,10 @@ created before the fork:
   its digest, and its claim is reported at once (`reported_late_ok`);
 * the job whose steps grew the process's peak memory the most, and by how much (for a kill over the memory limit,
   which rarely lands inside the guilty step; growing memory takes long enough that its claim has been reported).
-  Stored as a 16-byte digest.
+  Stored as a 16-byte digest;
+* the jobs claimed since the last batch of messages went (`note_claims`), so the parent renews their leases and
+  releases them even when the first of them blocks the loop before its claim could be reported. Ids that do not
+  fit are reported at once instead.
 
 Writes are plain stores into the mapping: a handful of nanoseconds per step, and a `getrusage` after a long step or
 every 32nd short one.
@@ -44,8 +47,12 @@ _AS_DIGEST = 0xFFFF
 _RUNNING = slice(0, _LENGTH.size + MAX_ID_BYTES)
 _RUNNING_LENGTH = slice(0, _LENGTH.size)
 _GROWER = struct.Struct(f'<{DIGEST_SIZE}sQ')
-REGION_SIZE = _RUNNING.stop + _GROWER.size
-_TOP = slice(_RUNNING.stop, REGION_SIZE)
+_TOP = slice(_RUNNING.stop, _RUNNING.stop + _GROWER.size)
+#: then the claims not reported yet: their length, then the ids separated by newlines
+PENDING_BYTES = 4094
+_PENDING_LENGTH = slice(_TOP.stop, _TOP.stop + _LENGTH.size)
+_PENDING_START = _PENDING_LENGTH.stop
+REGION_SIZE = _PENDING_START + PENDING_BYTES
 _NOT_RUNNING = _LENGTH.pack(0)
 _LENGTHS = [_LENGTH.pack(n) for n in range(MAX_ID_BYTES + 1)]
 _IDLE = bytes(DIGEST_SIZE)
@@ -106,6 +113,24 @@ class BlameRecorder:
         self.growth_kib: dict[str, int] = {}  # job id -> KiB its steps grew the peak by
         self.top: str | None = None
         self.steps = 0
+        self._pending_bytes = 0
+
+    def note_claims(self, job_ids: Iterable[str]) -> bool:
+        """Record claims not reported yet; False when they do not fit (then report them at once)."""
+        data = b''.join(job_id.encode(errors='surrogatepass') + b'\n' for job_id in job_ids)
+        end = self._pending_bytes + len(data)
+        if end > PENDING_BYTES:
+            return False
+        self.region[_PENDING_START + self._pending_bytes : _PENDING_START + end] = data
+        self.region[_PENDING_LENGTH] = _LENGTH.pack(end)  # after the ids: a reader never sees a length too long
+        self._pending_bytes = end
+        return True
+
+    def claims_reported(self) -> None:
+        """The claims noted so far are on their way to the parent."""
+        if self._pending_bytes:
+            self.region[_PENDING_LENGTH] = _LENGTHS[0]
+            self._pending_bytes = 0
 
     def wrap(self, function: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
         """A job function whose coroutine records its steps; `ctx['job_id']` names the job."""
@@ -190,6 +215,16 @@ class _Recorded:
             recorder.step_done(self._job_id, perf_counter() - started)
             if finished:
                 recorder.job_done(self._job_id)
+
+
+def pending_claims(region: mmap.mmap) -> list[str]:
+    """The parent's side of `note_claims`: the ids a child claimed and has not reported yet (read without a lock: an
+    id torn by a concurrent write is harmless, as every use of these ids is fenced by the child's lease tokens)."""
+    if region.closed:
+        return []
+    (length,) = _LENGTH.unpack(region[_PENDING_LENGTH])
+    data = bytes(region[_PENDING_START : _PENDING_START + min(length, PENDING_BYTES)])
+    return [raw.decode(errors='replace') for raw in data.split(b'\n') if raw]
 
 
 def _peak_rss_kib() -> int:

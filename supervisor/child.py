@@ -17,7 +17,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, NoReturn
 
@@ -30,6 +30,7 @@ from arq_supervise import logs, protocol
 from arq_supervise.blame import BlameRecorder, reported_late_ok
 from arq_supervise.exits import ExitCode
 from arq_supervise.health import Counters
+from arq_supervise.holdings import HeldChanges
 from arq_supervise.metrics import JobStats
 from arq_supervise.release import RECENT_OUTCOMES, child_worker_id
 from arq_supervise.settings import WorkerSettings
@@ -109,21 +110,23 @@ class ParentLink:
 
     Messages are written together every FLUSH_AFTER_S: a busy child settles a batch of jobs every loop turn, and a
     write (a system call, and a wake-up of the parent) per batch cost more than the jobs. Claims wait too: the blame
-    region names a running job the parent has not heard of yet (see ParentReporter.claimed).
+    region names a running job the parent has not heard of yet (see ParentReporter.claimed). `collect` is asked for
+    the messages made at write time (the window's netted claims and settles).
     """
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
+        self.collect: Callable[[], list[protocol.ChildMessage]] = list
         self._pending: list[bytes] = []
         self._flush_at: asyncio.TimerHandle | None = None
 
-    def send(self, message: protocol.ChildMessage, *, now: bool = False) -> None:
-        """`now`: write at once (with what waits), e.g. a claim: if this job kills us, the parent must know we held it
-        to blame it."""
+    def send(self, message: protocol.ChildMessage | None = None, *, now: bool = False) -> None:
+        """Queue `message` (None: only what `collect` will give); `now`: write at once, with what waits."""
         if self.writer.is_closing():
             return
-        self._pending.append(protocol.encode(message))
+        if message is not None:
+            self._pending.append(protocol.encode(message))
         if now:
             if self._flush_at is not None:
                 self._flush_at.cancel()
@@ -133,6 +136,7 @@ class ParentLink:
 
     def _write_pending(self) -> None:
         self._flush_at = None
+        self._pending.extend(map(protocol.encode, self.collect()))
         if self._pending and not self.writer.is_closing():
             self.writer.write(b''.join(self._pending))
         self._pending.clear()
@@ -155,6 +159,10 @@ class ParentReporter(WorkerObserver):
         self.is_ready = False
         self.worker: Worker | None = None  # set once the worker exists: its counters ride along
         self._stats_flush: asyncio.TimerHandle | None = None
+        self._changes = HeldChanges()
+        link.collect = self._held_changes
+        #: where claims wait to be reported (the blame region); without it every claim is reported at once
+        self.recorder: BlameRecorder | None = None
 
     def ready(self) -> None:
         self.is_ready = True
@@ -164,13 +172,16 @@ class ParentReporter(WorkerObserver):
     def claimed(self, job_ids: Sequence[str]) -> None:
         # with the next batch: if one of these jobs kills us first, the blame region names it to the parent
         # (arq_supervise.blame), and the parent's release finds the others by our lease tokens
-        self.link.send(protocol.Claimed(tuple(job_ids)), now=not all(map(reported_late_ok, job_ids)))
+        # (and in the region, so the parent renews and releases them even if a job blocks the loop before then)
+        self._changes.claimed(job_ids)
+        noted = self.recorder is not None and self.recorder.note_claims(job_ids)
+        self.link.send(now=not noted or not all(map(reported_late_ok, job_ids)))
 
     def settled(self, job_ids: Sequence[str]) -> None:
         # the counters ride along so the parent can recycle after exactly max-jobs-per-child jobs; the rest of a
-        # heartbeat (held ids, statistics) waits for the next one: this message is sent for every settled batch
-        assert self.worker is not None
-        self.link.send(protocol.Settled(tuple(job_ids), counters(self.worker)))
+        # heartbeat (held ids, statistics) waits for the next one
+        self._changes.settled(job_ids)
+        self.link.send()
         if self._stats_flush is None:  # the statistics follow shortly, once for all the batches settled meanwhile
             self._stats_flush = asyncio.get_running_loop().call_later(STATS_FLUSH_S, self._flush_stats)
 
@@ -185,6 +196,19 @@ class ParentReporter(WorkerObserver):
         assert self.worker is not None
         worker = self.worker
         return protocol.Heartbeat(counters(worker), tuple(sorted(worker.held_job_ids)), worker.redis_error, self.stats)
+
+    def _held_changes(self) -> list[protocol.ChildMessage]:
+        """The window's claims and settles, netted per job (arq_supervise.holdings)."""
+        settled_any = self._changes.settled_any
+        claimed, settled = self._changes.take()
+        if self.recorder is not None:
+            self.recorder.claims_reported()
+        messages: list[protocol.ChildMessage] = []
+        if settled_any and self.worker is not None:
+            messages.append(protocol.Settled(settled, counters(self.worker)))
+        if claimed:
+            messages.append(protocol.Claimed(claimed))
+        return messages
 
     def _flush_stats(self) -> None:
         self._stats_flush = None
@@ -230,7 +254,8 @@ class ChildRunner:
         reporter = ParentReporter(link)
         try:
             if spec.blame_region is not None:
-                kwargs = blamed_jobs(kwargs, BlameRecorder(spec.blame_region))
+                reporter.recorder = BlameRecorder(spec.blame_region)
+                kwargs = blamed_jobs(kwargs, reporter.recorder)
             worker = Worker(**{**kwargs, 'observer': reporter})
         except Exception as e:
             return self._boot_failed(link, e)

@@ -35,7 +35,7 @@ class LeaseKeeper:
         if now < self.next_at:
             return
         self.next_at = now + self.interval_s
-        holders = {job_id: child_worker_id(child.pid) for child in children for job_id in child.held}
+        holders = {job_id: child_worker_id(child.pid) for child in children for job_id in child.all_held()}
         if not holders:
             return
         _, args = contract.renew_for_args(self.lease_ms, holders)

@@ -22,6 +22,7 @@ from typing import NoReturn, Protocol
 import psutil  # type: ignore[import-untyped]
 
 from arq_supervise import protocol
+from arq_supervise.blame import pending_claims
 from arq_supervise.config import own_cgroup_dir
 from arq_supervise.exits import ExitCode
 from arq_supervise.health import Counters
@@ -168,7 +169,7 @@ class Child:
     #: jobs after which its successor is started (a little before job_limit)
     recycle_after_jobs: int | None = None
     oom_kills_at_start: int = 0
-    #: shared with the child, which records there the job it is running (arq_supervise.blame)
+    #: shared with the child, which records there the job it is running and its unreported claims (arq_supervise.blame)
     blame_region: mmap.mmap | None = None
     retiring: StopReason | None = field(default=None, init=False)
     stop_reason: StopReason | None = field(default=None, init=False)
@@ -187,6 +188,12 @@ class Child:
     def is_replaceable(self) -> bool:
         """Still serving its slot, with no successor planned."""
         return not self.is_stopping and self.retiring is None
+
+    def all_held(self) -> set[str]:
+        """The jobs it reported holding, and those it claimed and has not reported yet (in its blame region)."""
+        if self.blame_region is None:
+            return set(self.held)
+        return self.held.union(pending_claims(self.blame_region))
 
     def fileno(self) -> int:
         return self.channel.fileno()

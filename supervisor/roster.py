@@ -139,9 +139,9 @@ class Roster:
         crashed = (child.stop_reason is None and not info.is_clean) or child.is_unresponsive
         log = logger.warning if crashed else logger.info
         log('child exited slot=%d pid=%d status="%s" jobs_held=%d ran_s=%.1f', child.slot, child.pid, info,
-            len(child.held), now - child.started_at)  # fmt: skip
+            len(child.all_held()), now - child.started_at)  # fmt: skip
         # even holding nothing we knew of: it may have died between a claim and its report (never before READY)
-        if not info.is_clean and (child.ready_at is not None or child.held):
+        if not info.is_clean and (child.ready_at is not None or child.all_held()):
             self.release_held(child, info, crashed, now)
         child.mark_exited()
         self.fleet.record_exit(child, info, crashed, now, self.backoff)
@@ -158,7 +158,7 @@ class Roster:
         problem, an operator) once failed a fifth of innocent long jobs as poison. Their try count still rises with
         each claim, so `max_tries` still bounds a job that keeps dying without leaving evidence.
         """
-        held = sorted(child.held)
+        held = sorted(child.all_held())
         culprit = self.culprit(child, info) if crashed else None
         if culprit is None:
             if crashed:
@@ -181,7 +181,7 @@ class Roster:
         a SIGKILL nobody here sent, like the kernel's OOM killer) the job that grew its memory the most."""
         if child.blame_region is None or child.blame_region.closed:
             return None
-        blame = Blame.read(child.blame_region, child.held)
+        blame = Blame.read(child.blame_region, child.all_held())
         if blame.running is not None:
             return blame.running
         memory_kill = child.stop_reason is StopReason.MEMORY_KILL or (
@@ -224,14 +224,15 @@ class Roster:
 
     def kill_unresponsive(self, child: Child, reason: StopReason, silent_s: float, now: float) -> None:
         """Dump the child's Python stacks to the log (faulthandler), then SIGKILL it a moment later."""
+        held = sorted(child.all_held())
         logger.error('child unresponsive, dumping its stack then killing it slot=%d pid=%d reason=%s silent_s=%.1f '
-                     'jobs_held=%s', child.slot, child.pid, reason.value, silent_s, sorted(child.held))  # fmt: skip
+                     'jobs_held=%s', child.slot, child.pid, reason.value, silent_s, held)  # fmt: skip
         child.mark_unresponsive(reason, now + self.config.dump_wait_s, DUMP_SIGNAL)
 
     def kill(self, child: Child) -> None:
         if not child.is_unresponsive:
             logger.warning('drain deadline passed, killing slot=%d pid=%d jobs_held=%d',
-                           child.slot, child.pid, len(child.held))  # fmt: skip
+                           child.slot, child.pid, len(child.all_held()))  # fmt: skip
         child.kill()
 
     def terminate_all(self) -> None:
@@ -351,7 +352,7 @@ class Roster:
             # a replacement drains gracefully, for up to replace_wait_s: a job eating memory fast gets no such wait
             logger.error('child over %g times the memory limit, killing it slot=%d pid=%d uss_mib=%.0f limit=%g '
                          'jobs_held=%d', MEMORY_KILL_FACTOR, child.slot, child.pid, memory_mib, limit,
-                         len(child.held))  # fmt: skip
+                         len(child.all_held()))  # fmt: skip
             child.kill(StopReason.MEMORY_KILL)
         elif child.state is ChildState.READY and memory_mib > limit:
             self.request_replacement(child, StopReason.MEMORY, f'uss_mib={memory_mib:.0f} limit={limit:g}')

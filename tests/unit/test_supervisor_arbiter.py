@@ -15,7 +15,15 @@ import pytest
 
 from arq.connections import RedisSettings
 from arq_supervise.arbiter import Arbiter, State
-from arq_supervise.blame import REGION_SIZE, Blame, BlameRecorder, new_region, reported_late_ok
+from arq_supervise.blame import (
+    PENDING_BYTES,
+    REGION_SIZE,
+    Blame,
+    BlameRecorder,
+    new_region,
+    pending_claims,
+    reported_late_ok,
+)
 from arq_supervise.config import SupervisorConfig
 from arq_supervise.exits import ExitCode
 from arq_supervise.health import Counters
@@ -192,6 +200,31 @@ def test_a_job_whose_claim_was_not_reported_yet_is_blamed_when_it_kills_the_chil
 
     _run_one_step(child.blame_region, 'b', die)
     assert h.released() == [(['b'], True), (['a'], False)]
+
+
+def test_claims_not_reported_yet_are_read_from_the_region_and_released_with_the_dead_childs_jobs(h: Harness) -> None:
+    one, _ = h.ready_all()
+    h.os.say(one, Claimed(('a',)))
+    h.turn()
+    child = h.arbiter.children[one]
+    assert child.blame_region is not None
+    recorder = BlameRecorder(child.blame_region)
+    assert recorder.note_claims(['x', 'y'])  # claimed, then the loop blocked before the batch of messages went
+    assert child.all_held() == {'a', 'x', 'y'}  # so the parent renews their leases too
+    h.os.exit(one, sig=signal.SIGKILL)
+    h.turn()
+    assert h.released() == [(['a', 'x', 'y'], False)]
+
+
+def test_pending_claims_fill_the_region_then_are_cleared_once_reported() -> None:
+    region = new_region()
+    recorder = BlameRecorder(region)
+    assert recorder.note_claims(['j1', 'j2']) and recorder.note_claims(['é3'])
+    assert pending_claims(region) == ['j1', 'j2', 'é3']
+    recorder.claims_reported()
+    assert pending_claims(region) == []
+    assert not recorder.note_claims(['x' * (PENDING_BYTES + 1)])  # does not fit: the claim is reported at once
+    assert pending_claims(region) == []
 
 
 def test_the_blame_region_names_the_running_job_by_id_or_long_ids_by_digest_among_the_held() -> None:
