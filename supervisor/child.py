@@ -41,10 +41,10 @@ logger = logging.getLogger('arq_supervise.child')
 #: the parent sends this to a child whose heartbeats stopped, to get its stack in the log before SIGKILL
 DUMP_SIGNAL = signal.SIGUSR2
 PR_SET_PDEATHSIG = 1
-#: messages to the parent are written together this often (ParentLink)
-FLUSH_AFTER_S = 0.02
+#: messages to the parent are written together this often (ParentLink; unreported claims wait in the blame region)
+FLUSH_AFTER_S = 0.05
 #: after a job settles, its counters reach the parent (and /metrics) this soon, not at the next heartbeat
-STATS_FLUSH_S = 0.1
+STATS_FLUSH_S = 0.25
 #: the function label of a job whose function this worker does not have: payloads must not mint new series
 UNKNOWN_FUNCTION = '<unknown>'
 
