@@ -20,7 +20,8 @@ from .utils import timestamp_ms, to_ms, to_unix_ms
 
 #: jobs sent in one script call by enqueue_jobs
 BULK_CHUNK = 1000
-_LENGTH = struct.Struct('>I')
+#: scripts.ENQUEUE_MANY's header per job: fresh id, expires ms, score, then the lengths of id, queue and payload
+_HEADER = struct.Struct('>Bddiii')
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ cost more per job than the rest of a bulk enqueue
@@ -111,20 +112,12 @@ def prepare(
 
 
 def bulk_args(chunk: Sequence[Prepared]) -> list[Any]:
-    """scripts.ENQUEUE_MANY's arguments: the key prefixes, then the jobs' fields packed in one string."""
+    """scripts.ENQUEUE_MANY's arguments: the key prefixes, then the jobs packed in one string (header and strings)."""
     parts: list[bytes] = []
     for p in chunk:
-        fresh = b'1' if p.fresh_id else b'0'
-        for value in (
-            p.job_id.encode(),
-            p.queue_name.encode(),
-            b'%d' % p.expires_ms,
-            p.payload,
-            b'%d' % p.score,
-            fresh,
-        ):
-            parts.append(_LENGTH.pack(len(value)))
-            parts.append(value)
+        job_id, queue = p.job_id.encode(), p.queue_name.encode()
+        parts += (_HEADER.pack(p.fresh_id, p.expires_ms, p.score, len(job_id), len(queue), len(p.payload)), job_id,
+                  queue, p.payload)  # fmt: skip
     return [job_key_prefix, result_key_prefix, wake_list_prefix, b''.join(parts)]
 
 
