@@ -170,9 +170,8 @@ class ParentReporter(WorkerObserver):
         self.link.send(protocol.Ready(), now=True)
 
     def claimed(self, job_ids: Sequence[str]) -> None:
-        # with the next batch: if one of these jobs kills us first, the blame region names it to the parent
-        # (arq_supervise.blame), and the parent's release finds the others by our lease tokens
-        # (and in the region, so the parent renews and releases them even if a job blocks the loop before then)
+        # reported with the next batch of messages; meanwhile the blame region lists them, so the parent renews and
+        # releases them even if a job blocks the loop first, and names the one running if it kills us
         self._changes.claimed(job_ids)
         noted = self.recorder is not None and self.recorder.note_claims(job_ids)
         self.link.send(now=not noted or not all(map(reported_late_ok, job_ids)))
