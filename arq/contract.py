@@ -38,6 +38,18 @@ def lease_token(worker_id: str, claim_number: int) -> str:
     return f'{worker_id}:{claim_number:x}'
 
 
+def parse_lease_token(token: str) -> tuple[str, int | None]:
+    """(worker id, claim number) of a `lease_token`; the whole token as the worker id when it is not in that format
+    (a worker id may hold colons: the claim number is the last part)."""
+    worker_id, sep, claim = token.rpartition(':')
+    if not sep or not worker_id or not claim:
+        return token, None
+    try:
+        return worker_id, int(claim, 16)
+    except ValueError:
+        return token, None
+
+
 def worker_prefix(worker_id: str) -> str:
     """What every lease token of a worker starts with (how the supervisor recognises a dead child's leases)."""
     return worker_id + ':'

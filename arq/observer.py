@@ -46,7 +46,10 @@ class _Guarded(WorkerObserver):
         try:
             method(*args)
         except Exception:
-            logger.exception('worker observer %s.%s failed', type(self._inner).__name__, method.__name__)
+            self._failed(method.__name__)
+
+    def _failed(self, method: str) -> None:
+        logger.exception('worker observer %s.%s failed', type(self._inner).__name__, method)
 
     def ready(self) -> None:
         self._call(self._inner.ready)
@@ -61,7 +64,7 @@ class _Guarded(WorkerObserver):
         try:  # written out, not through _call: this one comes once per job
             self._inner.job_finished(function, outcome, duration_s, lag_ms)
         except Exception:
-            logger.exception('worker observer %s.job_finished failed', type(self._inner).__name__)
+            self._failed('job_finished')
 
     def job_failed_early(self, function: str | None, outcome: str) -> None:
         self._call(self._inner.job_failed_early, function, outcome)

@@ -53,8 +53,8 @@ PENDING_BYTES = 4094
 _PENDING_LENGTH = slice(_TOP.stop, _TOP.stop + _LENGTH.size)
 _PENDING_START = _PENDING_LENGTH.stop
 REGION_SIZE = _PENDING_START + PENDING_BYTES
-_NOT_RUNNING = _LENGTH.pack(0)
 _LENGTHS = [_LENGTH.pack(n) for n in range(MAX_ID_BYTES + 1)]
+_EMPTY = _LENGTHS[0]  # a field's length when nothing is in it
 _IDLE = bytes(DIGEST_SIZE)
 
 
@@ -129,7 +129,7 @@ class BlameRecorder:
     def claims_reported(self) -> None:
         """The claims noted so far are on their way to the parent."""
         if self._pending_bytes:
-            self.region[_PENDING_LENGTH] = _LENGTHS[0]
+            self.region[_PENDING_LENGTH] = _EMPTY
             self._pending_bytes = 0
 
     def wrap(self, function: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
@@ -211,7 +211,7 @@ class _Recorded:
             finished = False
             return result
         finally:
-            recorder.region[_RUNNING_LENGTH] = _NOT_RUNNING
+            recorder.region[_RUNNING_LENGTH] = _EMPTY
             recorder.step_done(self._job_id, perf_counter() - started)
             if finished:
                 recorder.job_done(self._job_id)

@@ -1,9 +1,10 @@
 """Which worker holds an in-progress job, named from its lease token and the records supervisors publish.
 
-A lease token is `<worker id>:<claim number in hex>` (arq.contract.lease_token). An arq-supervise child's worker id
-is its supervisor's `worker_id_prefix` (in the supervisor's record) followed by the child's pid
-(arq_supervise.release.child_worker_id). Any other worker id is a plain `arq` worker's, or a child's whose
-supervisor no longer publishes (or published before records carried the prefix): the page shows it as it is.
+A lease token is `<worker id>:<claim number in hex>` (arq.contract.lease_token, read back by
+arq.contract.parse_lease_token). An arq-supervise child's worker id is its supervisor's `worker_id_prefix` (in the
+supervisor's record) followed by the child's pid (arq_supervise.release.child_worker_id). Any other worker id is a plain
+`arq` worker's, or a child's whose supervisor no longer publishes (or published before records carried the prefix): the
+page shows it as it is.
 """
 
 from __future__ import annotations
@@ -11,7 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from arq.contract import parse_lease_token as parse_token
+
 from .fleet import SupervisorView
+
+__all__ = ('Holder', 'identify', 'parse_token')
 
 
 @dataclass(frozen=True)
@@ -38,17 +43,6 @@ class Holder:
             return f'{self.worker_id} (not a known supervisor’s child)'
         child = f'slot {self.slot}' if self.slot is not None else 'exited child'
         return f'{self.host} · supervisor {self.supervisor_pid} · {child} (pid {self.child_pid})'
-
-
-def parse_token(token: str) -> tuple[str, int | None]:
-    """(worker id, claim number) of a lease token; the whole token as the worker id when it is not arq's format."""
-    worker_id, sep, claim = token.rpartition(':')
-    if not sep or not worker_id or not claim:
-        return token, None
-    try:
-        return worker_id, int(claim, 16)
-    except ValueError:
-        return token, None
 
 
 def identify(token: str, supervisors: Iterable[SupervisorView]) -> Holder:
