@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from arq.connections import RedisSettings
-from tests.faults.harness import FleetFactory, Ledger, Load, RedisFactory, env_seconds, report
+from tests.faults.harness import FleetFactory, Kill, Ledger, Load, RedisFactory, env_seconds, report
 
 RATE = 200
 JOB_S = 0.05
@@ -68,7 +68,8 @@ def test_redis_down_keeps_children_and_the_status_file_says_so(
     fleets: FleetFactory, redis_servers: RedisFactory
 ) -> None:
     """Redis stopped for 10 s (`ARQ_FAULTS_OUTAGE_S`) under a light load: no child exits or is restarted (no crash
-    loop), the status file names the Redis error for every child, and work resumes when Redis is back."""
+    loop), the status file names the Redis error for every child, and work resumes when Redis is back. The outage
+    outlasts the lease, so only a job in flight when Redis went down may run twice (README, --stop-unleased-jobs)."""
     outage_s = env_seconds('ARQ_FAULTS_OUTAGE_S', 10)
     server = redis_servers('--appendonly', 'yes')
     fleet = fleets(server.port, client=redis.Redis(port=server.port))
@@ -79,7 +80,7 @@ def test_redis_down_keeps_children_and_the_status_file_says_so(
     load.wait_count(100)
 
     server.stop()
-    down_at = time.monotonic()
+    down_at, down_at_wall = time.monotonic(), time.time()
 
     def reported() -> list[str | None] | None:
         children = fleet.status().get('children', [])
@@ -112,7 +113,11 @@ def test_redis_down_keeps_children_and_the_status_file_says_so(
     assert fleet.children() == pids
     fleet.signal(signal.SIGTERM)
     assert fleet.wait(timeout=15) == 0
-    result = ledger.check(ids)
+    # the outage outlasts the 6 s lease: a job in flight when Redis went down may run again once it is back (its
+    # lease lapsed meanwhile, and another child may claim it before its own worker renews or settles it); any other
+    # second run is unexplained
+    outage = Kill(frozenset(pids), at=down_at_wall)
+    result = ledger.check(ids, [outage])
     report(
         'redis_down',
         outage_s=outage_s, status_reported_after_s=round(reported_after_s, 2),
@@ -122,4 +127,3 @@ def test_redis_down_keeps_children_and_the_status_file_says_so(
         producer_failed_tries=load.failed_tries, **result.figures(),
     )  # fmt: skip
     result.assert_clean()
-    assert result.duplicated == 0
