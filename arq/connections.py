@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlparse
 
 from redis.asyncio import ConnectionPool, Redis
@@ -174,7 +174,7 @@ class ArqRedis(Redis):
         try:
             enqueued = await self._enqueue_script(keys=job.keys(), args=job.args())
         except OutOfMemoryError as e:
-            raise _out_of_memory(repr(function)) from e
+            raise _out_of_memory(f'job {function!r}') from e
         if not enqueued:
             return None
         return Job(job.job_id, redis=self, _queue_name=job.queue_name, _deserializer=self.job_deserializer)
@@ -189,19 +189,35 @@ class ArqRedis(Redis):
         """
         calls = list(calls)
         now_ms, ids = timestamp_ms(), iter(random_ids(sum(1 for call in calls if not call.job_id)))
+        # every job is checked and serialized before the first is sent: a bad call enqueues none of them
         prepared = [self._prepare(call, now_ms, None if call.job_id else next(ids)) for call in calls]
         out: list[Job | None] = []
-        for start in range(0, len(prepared), BULK_CHUNK):
-            chunk = prepared[start : start + BULK_CHUNK]
-            try:
-                flags = await self._enqueue_many_script(keys=[], args=bulk_args(chunk))
-            except OutOfMemoryError as e:
-                raise _out_of_memory(f'{len(prepared) - start} jobs') from e
-            out += [
-                Job(p.job_id, redis=self, _queue_name=p.queue_name, _deserializer=self.job_deserializer) if f else None
-                for p, f in zip(chunk, flags, strict=True)
-            ]
+        sent: _SentChunk | None = None
+        try:
+            for start in range(0, len(prepared), BULK_CHUNK):
+                chunk = prepared[start : start + BULK_CHUNK]
+                args = bulk_args(chunk)  # packed while Redis runs the chunk before
+                # one chunk in flight at a time, in order: the first job with an id wins, as in sequential enqueues
+                flags = await sent.reply(len(prepared)) if sent is not None else []
+                last, sent = sent, _SentChunk(start, chunk, asyncio.ensure_future(self._enqueue_many(args)))
+                await asyncio.sleep(0)  # let it send before the Jobs of the last chunk are made
+                if last is not None:
+                    out += self._bulk_jobs(last.chunk, flags)
+            if sent is not None:
+                out += self._bulk_jobs(sent.chunk, await sent.reply(len(prepared)))
+        finally:
+            if sent is not None:
+                sent.task.cancel()  # only if still running: the caller was cancelled
         return out
+
+    async def _enqueue_many(self, args: list[Any]) -> list[int]:
+        return cast(list[int], await self._enqueue_many_script(keys=[], args=args))
+
+    def _bulk_jobs(self, chunk: list[Prepared], flags: list[int]) -> list[Job | None]:
+        return [
+            Job(p.job_id, redis=self, _queue_name=p.queue_name, _deserializer=self.job_deserializer) if f else None
+            for p, f in zip(chunk, flags, strict=True)
+        ]
 
     def _prepare(self, call: JobCall, now_ms: int | None = None, new_id: str | None = None) -> Prepared:
         return prepare(
@@ -274,10 +290,30 @@ class ArqRedis(Redis):
         await self.aclose(close_connection_pool=close_connection_pool)
 
 
+@dataclass
+class _SentChunk:
+    """A chunk of enqueue_jobs sent to Redis: its first job's index, its jobs, and the script call's task."""
+
+    start: int
+    chunk: list[Prepared]
+    task: asyncio.Future[list[int]]
+
+    async def reply(self, total: int) -> list[int]:
+        try:
+            return await self.task
+        except OutOfMemoryError as e:
+            left = (
+                f'{total} jobs'
+                if self.start == 0
+                else f'the last {total - self.start} of {total} jobs (the first {self.start} were enqueued)'
+            )
+            raise _out_of_memory(left) from e
+
+
 def _out_of_memory(what: str) -> OutOfMemoryError:
     # Redis's own message names our script's sha and line, which tells the user nothing
     return OutOfMemoryError(
-        f'cannot enqueue job {what}: Redis is out of memory (used memory > maxmemory and nothing could be evicted, '
+        f'cannot enqueue {what}: Redis is out of memory (used memory > maxmemory and nothing could be evicted, '
         f'e.g. maxmemory-policy noeviction); free memory or raise maxmemory'
     )
 

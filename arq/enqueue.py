@@ -7,7 +7,6 @@ no result with that id), plus our nudge for idle workers.
 from __future__ import annotations
 
 import os
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -20,8 +19,6 @@ from .utils import timestamp_ms, to_ms, to_unix_ms
 
 #: jobs sent in one script call by enqueue_jobs
 BULK_CHUNK = 1000
-#: scripts.ENQUEUE_MANY's header per job: fresh id, expires ms, score, then the lengths of id, queue and payload
-_HEADER = struct.Struct('>Bddiii')
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ cost more per job than the rest of a bulk enqueue
@@ -89,6 +86,18 @@ def prepare(
     :param now_ms: the enqueue time (one for all the jobs of a bulk call); now by default
     :param new_id: the id to give a job the call names none for (a random one by default)
     """
+    enqueue_time_ms = timestamp_ms() if now_ms is None else now_ms
+    if call.defer_until is None and call.defer_by is None and call.expires is None:
+        score, expires_ms = enqueue_time_ms, expires_extra_ms  # most calls: the checks below have nothing to check
+    else:
+        score, expires_ms = _schedule(call, enqueue_time_ms, expires_extra_ms)
+    payload = serialize_job(call.function, call.args, call.kwargs, call.job_try, enqueue_time_ms, serializer=serializer)
+    job_id = call.job_id or new_id or uuid4().hex
+    return Prepared(job_id, call.queue_name or default_queue_name, expires_ms, payload, score, not call.job_id)
+
+
+def _schedule(call: JobCall, enqueue_time_ms: int, expires_extra_ms: int) -> tuple[int, int]:
+    """(score, expires ms) of a call with a deferral or an expiry; raises on a bad one as arq does."""
     if call.defer_until and call.defer_by:
         raise RuntimeError("use either 'defer_until' or 'defer_by' or neither, not both")
     if call.defer_until is not None and not isinstance(call.defer_until, datetime):
@@ -97,7 +106,6 @@ def prepare(
     expires_ms = to_ms(call.expires, '_expires')
     if expires_ms is not None and expires_ms <= 0:
         raise ValueError(f'_expires must be positive, got {call.expires!r}')
-    enqueue_time_ms = timestamp_ms() if now_ms is None else now_ms
     if call.defer_until is not None:
         score = to_unix_ms(call.defer_until)
     elif defer_by_ms:
@@ -105,20 +113,24 @@ def prepare(
     else:
         score = enqueue_time_ms
     # arq computed this from the score alone, so a start far in the past made a negative TTL (#447)
-    expires_ms = expires_ms or max(score - enqueue_time_ms, 0) + expires_extra_ms
-    payload = serialize_job(call.function, call.args, call.kwargs, call.job_try, enqueue_time_ms, serializer=serializer)
-    job_id = call.job_id or new_id or uuid4().hex
-    return Prepared(job_id, call.queue_name or default_queue_name, expires_ms, payload, score, not call.job_id)
+    return score, expires_ms or max(score - enqueue_time_ms, 0) + expires_extra_ms
 
 
 def bulk_args(chunk: Sequence[Prepared]) -> list[Any]:
-    """scripts.ENQUEUE_MANY's arguments: the key prefixes, then the jobs packed in one string (header and strings)."""
-    parts: list[bytes] = []
+    """scripts.ENQUEUE_MANY's arguments: the key prefixes, then runs of jobs that share their options (a run's
+    header, then each job's id and payload)."""
+    args: list[Any] = [job_key_prefix, result_key_prefix, wake_list_prefix]
+    run: tuple[bool, int, int, str] | None = None
+    count_at = 0
     for p in chunk:
-        job_id, queue = p.job_id.encode(), p.queue_name.encode()
-        parts += (_HEADER.pack(p.fresh_id, p.expires_ms, p.score, len(job_id), len(queue), len(p.payload)), job_id,
-                  queue, p.payload)  # fmt: skip
-    return [job_key_prefix, result_key_prefix, wake_list_prefix, b''.join(parts)]
+        options = (p.fresh_id, p.expires_ms, p.score, p.queue_name)
+        if options != run:
+            run = options
+            args += (int(p.fresh_id), p.expires_ms, p.score, p.queue_name, 0)
+            count_at = len(args) - 1
+        args[count_at] += 1
+        args += (p.job_id, p.payload)
+    return args
 
 
 def random_ids(n: int) -> list[str]:

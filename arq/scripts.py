@@ -122,7 +122,7 @@ return out
 # the supervisor's failing of a poison job both come here: one finish path.
 # KEYS: queue. ARGV: job prefix, in-progress prefix, retry prefix, result prefix, abort set, done channel prefix,
 #   deaths prefix, recent-outcomes key prefix, recent cap (0: no index), recent ttl ms, now ms,
-#   then the jobs packed in one argument as ENQUEUE_MANY's (each field a 4-byte big-endian length and its bytes; 7
+#   then the jobs packed in one argument (each field a 4-byte big-endian length and its bytes; 7
 #   arguments per job cost the client more to send than the settle costs Redis), 7 fields per job:
 #   id, op, token, tombstone ms, result payload, result px, score increment.
 #   op: 's' finish as a success, 'f' finish as a failure, 'r' re-queue, 'g' re-queue and give back the try (a

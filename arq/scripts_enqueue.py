@@ -37,38 +37,41 @@ return 1
 
 # Enqueue many jobs in one round trip, each exactly as ENQUEUE does (uniqueness per id: no job and no result with it),
 # and wake as many idle workers of each queue as it got jobs. ARGV: job prefix, result prefix, wake list prefix, then
-# the jobs packed in one string (one argument, not six per job: packing tens of thousands of arguments cost more than
-# the enqueue). Per job a header, struct '>Bddi4i4i4': 1 if the id is a fresh random one that needs no uniqueness
-# check, expires ms, score (doubles: exact for integers below 2^53), the lengths of the id, the queue name and the
-# payload; then those three strings. (Fields with a length each cost Redis more Lua than the PSETEX itself.)
+# runs of jobs that share their options (a bulk call's jobs mostly share them all): fresh (1 if the ids are fresh
+# random ones that need no uniqueness check), expires ms, score, queue, count, then `count` pairs of id and payload.
+# (Redis hands the arguments to Lua as strings at no cost: packing the jobs in one string cost Lua more to take apart
+# than the PSETEX itself.)
 # Returns per job 1 (enqueued) or 0 (the id was taken, also by an earlier job of the same call).
 ENQUEUE_MANY = (
     WAKE
     + """
-local job_p, result_p, blob, pos = ARGV[1], ARGV[2], ARGV[4], 1
-local unpack_header, sub = struct.unpack, string.sub
+local job_p, result_p = ARGV[1], ARGV[2]
 local out, n, added, counts = {}, 0, {}, {}
-while pos <= #blob do
-  local fresh, expires, score, id_len, queue_len, payload_len, start = unpack_header('>Bddi4i4i4', blob, pos)
-  local id = sub(blob, start, start + id_len - 1)
-  local queue = sub(blob, start + id_len, start + id_len + queue_len - 1)
-  pos = start + id_len + queue_len + payload_len
-  local job_key = job_p .. id
-  n = n + 1
-  if fresh ~= 1 and redis.call('EXISTS', job_key, result_p .. id) ~= 0 then
-    out[n] = 0
-  else
-    redis.call('PSETEX', job_key, expires, sub(blob, pos - payload_len, pos - 1))
-    local entries = added[queue]
-    if not entries then
-      entries = {}
-      added[queue], counts[queue] = entries, 0
-    end
-    local c = counts[queue]
-    entries[c + 1], entries[c + 2] = score, id
-    counts[queue] = c + 2
-    out[n] = 1
+local i, last = 4, #ARGV
+while i <= last do
+  local fresh, expires, score, queue = ARGV[i] == '1', ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local first = i + 5
+  i = first + 2 * tonumber(ARGV[i + 4])
+  local entries = added[queue]
+  if not entries then
+    entries = {}
+    added[queue], counts[queue] = entries, 0
   end
+  local c = counts[queue]
+  for j = first, i - 1, 2 do
+    local id = ARGV[j]
+    local job_key = job_p .. id
+    n = n + 1
+    if not fresh and redis.call('EXISTS', job_key, result_p .. id) ~= 0 then
+      out[n] = 0
+    else
+      redis.call('PSETEX', job_key, expires, ARGV[j + 1])
+      entries[c + 1], entries[c + 2] = score, id
+      c = c + 2
+      out[n] = 1
+    end
+  end
+  counts[queue] = c
 end
 -- one ZADD per queue (in slices: unpack has a limit), then the wake tokens
 for queue, entries in pairs(added) do

@@ -11,7 +11,7 @@ import redis
 
 from arq.connections import ArqRedis
 from arq.enqueue import JobCall
-from arq.jobs import JobStatus
+from arq.jobs import JobStatus, SerializationError
 from tests.worker.helpers import WorkerFactory
 
 
@@ -74,3 +74,40 @@ async def test_options_are_checked_as_enqueue_job_checks_them(arq_redis: ArqRedi
         )
     with pytest.raises(ValueError, match='_expires'):
         await arq_redis.enqueue_jobs([JobCall.of('add', _expires=-1)])
+
+
+async def test_jobs_whose_options_change_from_one_to_the_next_each_keep_their_own(
+    arq_redis: ArqRedis, sync_redis: redis.Redis, queue_name: str
+) -> None:
+    """Jobs that share their options travel as one run; a call that alternates them makes many runs."""
+    other = f'{queue_name}:other'
+    calls = [
+        JobCall.of('add', i, _queue_name=other if i % 3 == 0 else None, _expires=600 if i % 2 else None)
+        for i in range(2_500)
+    ]
+    jobs = await arq_redis.enqueue_jobs(calls)
+    assert all(job is not None for job in jobs)
+    for i, job in enumerate(jobs):
+        assert job is not None
+        queue = other if i % 3 == 0 else queue_name
+        assert sync_redis.zscore(queue, job.job_id) is not None, i
+        ttl = sync_redis.pttl(f'arq:job:{job.job_id}')
+        assert (ttl <= 600_000) if i % 2 else (ttl > 600_000), (i, ttl)
+    assert sync_redis.zcard(queue_name) + sync_redis.zcard(other) == 2_500
+
+
+async def test_the_first_job_with_an_id_wins_across_chunks(arq_redis: ArqRedis) -> None:
+    """Chunks go to Redis one after the other, in order: as if enqueued one by one."""
+    ids = [f'job-{i % 1_200}' for i in range(2_400)]  # each id once in the first chunks, again in the later ones
+    jobs = await arq_redis.enqueue_jobs(JobCall.of('add', i, _job_id=job_id) for i, job_id in enumerate(ids))
+    assert [job is not None for job in jobs] == [True] * 1_200 + [False] * 1_200
+    first = jobs[1_199]
+    assert first is not None and (await first.info()).args == (1_199,)  # type: ignore[union-attr]
+
+
+async def test_a_call_that_cannot_be_serialized_enqueues_none(arq_redis: ArqRedis, sync_redis: redis.Redis) -> None:
+    calls = [JobCall.of('add', i) for i in range(2_500)]
+    calls[2_400] = JobCall.of('add', lambda: None)  # pickle cannot take a lambda
+    with pytest.raises(SerializationError):
+        await arq_redis.enqueue_jobs(calls)
+    assert not list(sync_redis.scan_iter('arq:job:*'))

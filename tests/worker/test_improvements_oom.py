@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.enqueue import JobCall
 from arq.jobs import DeserializationError, JobStatus
 from tests.support.redis_server import RedisServer
 from tests.worker.helpers import WorkerFactory
@@ -91,6 +92,17 @@ async def test_enqueue_while_redis_is_out_of_memory_fails_with_one_clear_line(
     assert message.startswith("cannot enqueue job 'add': Redis is out of memory"), message
     oom.stop()
     assert await oom_pool.enqueue_job('add', 1) is not None
+
+
+async def test_bulk_enqueue_while_redis_is_out_of_memory_says_how_many_went_in(
+    oom: OutOfMemory, oom_pool: ArqRedis
+) -> None:
+    oom.start()
+    with pytest.raises(redis.exceptions.OutOfMemoryError) as info:
+        await oom_pool.enqueue_jobs(JobCall.of('add', i) for i in range(1500))
+    assert str(info.value).startswith('cannot enqueue 1500 jobs: Redis is out of memory'), str(info.value)
+    oom.stop()
+    assert all(job is not None for job in await oom_pool.enqueue_jobs(JobCall.of('add', i) for i in range(1500)))
 
 
 async def test_worker_fails_job_whose_function_name_is_not_a_string(
