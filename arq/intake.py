@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Callable
 
 from .contract import Claim, ClaimReply, Settlement, SettleReply
 from .leases import LeaseKeeper
@@ -16,7 +17,8 @@ from .worker_scripts import Claimer
 
 class Intake:
     """
-    :param pacer: told of each claim's reply, and woken when a job's task ends (the loop may claim again)
+    :param pacer: told of each claim's reply, and woken when a job's task ends and `turn_after_job` says the loop
+        has something to do then (a slot to claim for, the last job gone)
     """
 
     def __init__(
@@ -28,6 +30,7 @@ class Intake:
         counters: JobCounters,
         observer: WorkerObserver,
         pacer: Pacer,
+        turn_after_job: Callable[[], bool] = lambda: True,
     ) -> None:
         self.claimer = claimer
         self.runner = runner
@@ -36,6 +39,7 @@ class Intake:
         self.counters = counters
         self.observer = observer
         self.pacer = pacer
+        self.turn_after_job = turn_after_job
         #: the queue's length and its first job's score, as of the last claim (None: not known)
         self.queued: int | None = None
         self.next_score: int | None = None
@@ -77,4 +81,5 @@ class Intake:
 
     def _done(self, job: RunningJob, task: asyncio.Task[None]) -> None:
         self.running.remove(job)
-        self.pacer.wake()
+        if self.turn_after_job():
+            self.pacer.wake()

@@ -61,7 +61,7 @@ class Verdict:
         return self.label == COMPLETE
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one is made per job, and a frozen dataclass's __init__ costs several times more
 class Circumstances:
     """What, besides the job's own outcome, decides its fate."""
 

@@ -230,7 +230,7 @@ class Worker(WorkerOptions):
         runner = JobRunner(settings, self.pool, self._settler.settle, self.counters, self.observer,
                            lambda: self._stop.cancelling)  # fmt: skip
         self._intake = Intake(Claimer(scripts), runner, self.running, self._leases, self.counters, self.observer,
-                              self._pacer)  # fmt: skip
+                              self._pacer, self._turn_after_job)  # fmt: skip
 
     async def _poll_loop(self) -> None:
         backoff = LoopBackoff(self._outages, 'worker loop')
@@ -284,6 +284,9 @@ class Worker(WorkerOptions):
         if self.job_limit is not None:
             slots = min(slots, self.job_limit - self.jobs_started)
         return max(slots, 0)
+
+    def _turn_after_job(self) -> bool:  # a free slot (a busy worker's settles claim for theirs) or no job left
+        return not self.running or (len(self.running) < self.max_jobs and self._free_slots() > 0)
 
     async def _claim_jobs(self) -> None:
         await self.intake.claim(self._free_slots(), read_limit=self.queue_read_limit, check_abort=self.allow_abort_jobs)

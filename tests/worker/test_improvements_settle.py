@@ -183,3 +183,27 @@ async def test_the_recent_outcomes_index_is_capped_and_expires_and_is_off_for_a_
     await arq_redis.enqueue_job('add', 1)
     await worker(functions=[add]).run_check()
     assert not sync_redis.exists(complete_key, failed_key)
+
+
+async def test_a_busy_worker_loop_does_not_turn_for_every_job(
+    arq_redis: ArqRedis, sync_redis: redis.Redis, queue_name: str
+) -> None:
+    """A busy worker's settles claim for the slots they free: a job's end then gives its loop nothing to do, and
+    does not wake it (it did, one turn per settle, each a claim that found no free slot)."""
+    from arq.worker import Worker
+
+    turns = 0
+
+    class CountingWorker(Worker):
+        async def _poll_iteration(self) -> None:
+            nonlocal turns
+            turns += 1
+            await super()._poll_iteration()
+
+    jobs = [await arq_redis.enqueue_job('add', i) for i in range(300)]
+    w = CountingWorker(functions=[add], redis_pool=arq_redis, queue_name=queue_name, burst=True, max_jobs=10,
+                       poll_delay=0.5)  # fmt: skip
+    await w.main()
+    assert w.jobs_complete == 300 and sync_redis.zcard(queue_name) == 0
+    assert turns < 300 // 10 // 2, f'{turns} turns of the loop for 30 settles of ten jobs'
+    assert all(job is not None for job in jobs)
