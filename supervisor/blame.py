@@ -192,29 +192,39 @@ class _Recorded:
         return self.send(None)
 
     def send(self, value: Any) -> Any:
-        return self._step(self._coroutine.send, value)
+        # send and throw written out, not through one helper taking the coroutine's method: this runs once per step
+        # of every job
+        self._recorder.region[self._marked] = self._mark
+        started = perf_counter()
+        try:
+            result = self._coroutine.send(value)
+        except BaseException:  # StopIteration (it returned) or an exception: the job is done
+            self._step_ended(started, finished=True)
+            raise
+        self._step_ended(started, finished=False)
+        return result
 
     def throw(self, *exc: Any) -> Any:
-        return self._step(self._coroutine.throw, *exc)
+        self._recorder.region[self._marked] = self._mark
+        started = perf_counter()
+        try:
+            result = self._coroutine.throw(*exc)
+        except BaseException:
+            self._step_ended(started, finished=True)
+            raise
+        self._step_ended(started, finished=False)
+        return result
 
     def close(self) -> None:
         self._coroutine.close()
         self._recorder.job_done(self._job_id)
 
-    def _step(self, advance: Callable[..., Any], *args: Any) -> Any:
+    def _step_ended(self, started: float, *, finished: bool) -> None:
         recorder = self._recorder
-        recorder.region[self._marked] = self._mark
-        finished = True  # unless the step yields: StopIteration (it returned) or an exception ends the job
-        started = perf_counter()
-        try:
-            result = advance(*args)
-            finished = False
-            return result
-        finally:
-            recorder.region[_RUNNING_LENGTH] = _EMPTY
-            recorder.step_done(self._job_id, perf_counter() - started)
-            if finished:
-                recorder.job_done(self._job_id)
+        recorder.region[_RUNNING_LENGTH] = _EMPTY
+        recorder.step_done(self._job_id, perf_counter() - started)
+        if finished:
+            recorder.job_done(self._job_id)
 
 
 def pending_claims(region: mmap.mmap) -> list[str]:

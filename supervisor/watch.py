@@ -17,8 +17,6 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-import watchfiles
-
 from arq_supervise import logs
 
 logger = logging.getLogger('arq_supervise.watch')
@@ -51,6 +49,8 @@ class Watcher:
             self.stop.set()
 
     def run(self) -> int:
+        import watchfiles  # only here: it imports multiprocessing, whose mere presence costs every log record a lookup
+
         previous = {sig: signal.signal(sig, self._record) for sig in PASSED_ON}
         try:
             proc = self.start()
