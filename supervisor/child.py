@@ -155,7 +155,8 @@ class ParentReporter(WorkerObserver):
 
     def __init__(self, link: ParentLink) -> None:
         self.link = link
-        self.stats = JobStats()
+        self._stats = JobStats()
+        self._finished: list[tuple[str, str, float, int]] = []  # jobs' ends not folded into the statistics yet
         self.is_ready = False
         self.worker: Worker | None = None  # set once the worker exists: its counters ride along
         self._stats_flush: asyncio.TimerHandle | None = None
@@ -184,12 +185,19 @@ class ParentReporter(WorkerObserver):
         if self._stats_flush is None:  # the statistics follow shortly, once for all the batches settled meanwhile
             self._stats_flush = asyncio.get_running_loop().call_later(STATS_FLUSH_S, self._flush_stats)
 
+    @property
+    def stats(self) -> JobStats:
+        if self._finished:
+            self._stats.record_many(self._finished)
+            self._finished = []
+        return self._stats
+
     def job_finished(self, function: str, outcome: str, duration_s: float, lag_ms: int) -> None:
-        self.stats.record(function, outcome, duration_s, lag_ms)
+        self._finished.append((function, outcome, duration_s, lag_ms))
 
     def job_failed_early(self, function: str | None, outcome: str) -> None:
         """arq counts such a job in jobs_failed but never reports it as finished; it has no duration."""
-        self.stats.count(function or UNKNOWN_FUNCTION, outcome)
+        self._stats.count(function or UNKNOWN_FUNCTION, outcome)
 
     def heartbeat(self) -> protocol.Heartbeat:
         assert self.worker is not None

@@ -99,3 +99,17 @@ def test_server_answers_metrics_livez_readyz_and_404() -> None:
         stop.set()
         thread.join()
         server.close()
+
+
+def test_record_many_counts_as_record_does() -> None:
+    finished = [
+        ('a', 'complete', 0.002, 3),
+        ('b', 'failed', 0.0, -5),
+        ('a', 'complete', 7.0, 90_000),
+        ('a', 'retried', -1.0, 0),
+    ]
+    one_by_one, at_once = JobStats(), JobStats()
+    for item in finished:
+        one_by_one.record(*item)
+    at_once.record_many(finished)
+    assert at_once.to_wire() == one_by_one.to_wire()
