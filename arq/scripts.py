@@ -199,8 +199,13 @@ for _, job in ipairs(jobs) do
     redis.call('PUBLISH', done_p .. id, '1')
     if recent_cap > 0 then
       local index = recent_p .. (op == 's' and 'complete' or 'failed')
-      redis.call('ZADD', index, now, id)
-      indexed[index] = true
+      local entries = indexed[index]
+      if not entries then
+        entries = {}
+        indexed[index] = entries
+      end
+      entries[#entries + 1] = now
+      entries[#entries + 1] = id
     end
   else
     if tomb == '0' then
@@ -225,8 +230,11 @@ for start = 1, #finished, 1000 do
     redis.call('ZREM', abort_key, unpack(slice))
   end
 end
--- capped and expiring once per batch, not once per job
-for index in pairs(indexed) do
+-- indexed, capped and expiring once per batch, not once per job
+for index, entries in pairs(indexed) do
+  for start = 1, #entries, 2000 do
+    redis.call('ZADD', index, unpack(entries, start, math.min(start + 1999, #entries)))
+  end
   redis.call('ZREMRANGEBYRANK', index, 0, -recent_cap - 1)
   redis.call('PEXPIRE', index, recent_ttl)
 end
