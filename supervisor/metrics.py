@@ -77,16 +77,7 @@ class JobStats:
     lag: Histogram = field(default_factory=lambda: Histogram(LAG_BUCKETS))
 
     def record(self, function: str, outcome: str, duration_s: float, lag_ms: int) -> None:
-        """Once per job in a supervised child: no dict made per call (setdefault's default would be)."""
-        by_outcome = self.outcomes.get(function)
-        if by_outcome is None:
-            by_outcome = self.outcomes[function] = {}
-        by_outcome[outcome] = by_outcome.get(outcome, 0) + 1
-        durations = self.durations.get(function)
-        if durations is None:
-            durations = self.durations[function] = Histogram(DURATION_BUCKETS)
-        durations.observe(duration_s if duration_s > 0 else 0.0)
-        self.lag.observe(lag_ms / 1000 if lag_ms > 0 else 0.0)
+        self.record_many([(function, outcome, duration_s, lag_ms)])
 
     def record_many(self, finished: list[tuple[str, str, float, int]]) -> None:
         """`record` for each (function, outcome, duration s, lag ms), in one loop: a supervised child keeps its

@@ -8,7 +8,7 @@ import threading
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from arq_supervise.metrics import FleetView, JobStats, MetricsServer, render
+from arq_supervise.metrics import DURATION_BUCKETS, LAG_BUCKETS, FleetView, JobStats, MetricsServer, render
 
 
 def _stats() -> JobStats:
@@ -101,15 +101,19 @@ def test_server_answers_metrics_livez_readyz_and_404() -> None:
         server.close()
 
 
-def test_record_many_counts_as_record_does() -> None:
+def test_record_many_counts_each_job_once_in_its_buckets() -> None:
     finished = [
         ('a', 'complete', 0.002, 3),
         ('b', 'failed', 0.0, -5),
         ('a', 'complete', 7.0, 90_000),
         ('a', 'retried', -1.0, 0),
     ]
-    one_by_one, at_once = JobStats(), JobStats()
-    for item in finished:
-        one_by_one.record(*item)
-    at_once.record_many(finished)
-    assert at_once.to_wire() == one_by_one.to_wire()
+    stats = JobStats()
+    stats.record_many(finished)
+    assert stats.outcomes == {'a': {'complete': 2, 'retried': 1}, 'b': {'failed': 1}}
+    a = stats.durations['a']
+    assert sum(a.counts) == 3 and a.total == 7.002
+    assert a.counts[DURATION_BUCKETS.index(0.005)] == 1 and a.counts[DURATION_BUCKETS.index(10.0)] == 1
+    assert a.counts[0] == 1  # a negative duration counts as zero
+    assert sum(stats.lag.counts) == 4 and stats.lag.total == 90.003
+    assert stats.lag.counts[LAG_BUCKETS.index(300.0)] == 1
