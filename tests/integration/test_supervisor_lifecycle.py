@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -155,7 +156,9 @@ def test_child_failing_on_startup_halts_with_exit_3(supervisor: Supervisor) -> N
     assert log.count('Traceback (most recent call last)') == 1  # the first failure's; the others are one line each
     assert log.count('worker failed to boot') >= 3
     last = log.strip().splitlines()[-1]
-    assert 'exit_code=3: children failed to boot 3 times in a row' in last, last
+    # two children fail side by side: both may fail again in the turn that reaches the limit (3), so 4 is counted
+    failures = re.search(r'exit_code=3: children failed to boot (\d+) times in a row', last)
+    assert failures is not None and int(failures.group(1)) >= 3, last
     assert last.endswith('last error: RuntimeError: database is not there'), last
     assert 'could not release' not in log  # a child that never became ready held no job
 
