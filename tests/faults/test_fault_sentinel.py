@@ -131,6 +131,9 @@ def test_sentinel_failover_under_load_loses_nothing_acknowledged(
 
 @pytest.mark.slow
 @pytest.mark.timeout(60)
+# the ledger is what this test checks; a connection to the killed master that is collected unclosed during the
+# failover (CI saw it once, 2026-11-30: a ResourceWarning from redis-py's Connection.__del__) is left to its own issue
+@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
 def test_sentinel_master_sigkill_under_load_measures_what_is_lost(
     fleets: FleetFactory, sentinel_beds: Callable[..., SentinelBed]
 ) -> None:
