@@ -55,3 +55,11 @@ def use_hiredis_packing(pool: ConnectionPool) -> None:
         return
     if not issubclass(pool.connection_class, _HiredisPacking):
         pool.connection_class = _with_hiredis_packing(pool.connection_class)
+
+
+def unpacked_class(connection_class: type) -> type:
+    """The redis-py connection class under our hiredis-packing subclass of it (the class itself if it is not one)."""
+    for original, packing in _CLASSES.items():
+        if packing is connection_class:
+            return original
+    return connection_class

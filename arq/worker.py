@@ -1,9 +1,8 @@
 """The arq Worker: claim due jobs, run them, settle their outcome.
 
-Compatible with arq 0.26.3 on the wire and in its API. Inside, the Worker is orchestration over parts with one job
-each: claims (arq.worker_scripts), the job runner (arq.runner), settle batches (arq.settle), leases (arq.leases),
-wake tokens (arq.wake), aborts (arq.aborts), cron (arq.cron_scheduler), health (arq.health) and the stop state
-(arq.stopping). A Redis error in the loop means back off and carry on, never die.
+Compatible with arq 0.26.3 on the wire and in its API. Inside, orchestration over parts with one job each: claims
+(arq.worker_scripts), the job runner (arq.runner), settle batches (arq.settle), leases, wake tokens (arq.wake), aborts,
+cron (arq.cron_scheduler), health and the stop state (arq.stopping). A Redis error in the loop: back off, never die.
 """
 
 from __future__ import annotations
@@ -44,10 +43,8 @@ from .wake import WakeListener
 from .worker_options import WorkerOptions, create_worker, get_kwargs, run_worker
 from .worker_scripts import Claimer, WorkerScripts
 
-__all__ = [
-    'Function', 'func', 'Retry', 'RetryJob', 'JobExecutionFailed', 'FailedJobs', 'Worker', 'WorkerObserver',
-    'get_kwargs', 'create_worker', 'run_worker', 'check_health', 'async_check_health',
-]  # fmt: skip
+__all__ = ['Function', 'func', 'Retry', 'RetryJob', 'JobExecutionFailed', 'FailedJobs', 'Worker', 'WorkerObserver',
+           'get_kwargs', 'create_worker', 'run_worker', 'check_health', 'async_check_health']  # fmt: skip
 
 logger = logging.getLogger('arq.worker')
 T = TypeVar('T')
@@ -218,6 +215,7 @@ class Worker(WorkerOptions):
             finally:
                 self._waker.stopped = True
                 await self._background.stop()
+                self.scripts.disconnect()  # a worker nobody closes leaves no socket behind (close() reconnects)
 
     async def _connect(self) -> None:
         if self._pool is None:
@@ -260,9 +258,7 @@ class Worker(WorkerOptions):
             self.intake.queued = None
 
     def _burst_done(self) -> bool:
-        if 0 <= self.max_burst_jobs <= self.jobs_started:
-            return True
-        return self.intake.queued == 0 and not self.running
+        return 0 <= self.max_burst_jobs <= self.jobs_started or (self.intake.queued == 0 and not self.running)
 
     def _next_wait_s(self) -> float:
         next_score = self.intake.next_score
@@ -367,10 +363,9 @@ class Worker(WorkerOptions):
 
     async def close(self) -> None:
         """Wait for running jobs to settle, run on_shutdown, remove our health line and close the pool."""
-        if self._closed or not self._pool:
-            self._closed = True
+        closed, self._closed = self._closed, True
+        if closed or not self._pool:
             return
-        self._closed = True
         self.stop_now()
         while self.running or self._settler.busy:  # a last settle may bring claimed jobs: they go back at once
             await self._wait_for_jobs()
@@ -384,6 +379,8 @@ class Worker(WorkerOptions):
                 logger.exception('on_shutdown hook failed')
         if self.write_health_key:
             await self._health.delete(self._pool)
+        if self._scripts is not None:
+            self._scripts.disconnect()
         await self._pool.close(close_connection_pool=True)
         self._pool = None
 

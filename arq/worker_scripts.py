@@ -1,6 +1,9 @@
 """The worker's Redis scripts, each a typed call: named parameters in, a parsed reply out (see arq.contract).
 
-redis-py's Script objects send EVALSHA and fall back to EVAL after a NOSCRIPT (a Redis restart, a failover).
+The claim and settle scripts, one call per batch of jobs, go through a connection of the worker's own
+(arq.channel) where the pool's connections are plain ones; the others, and every script of a TLS or Sentinel pool, go
+through redis-py's Script objects. Both send EVALSHA and load the script after a NOSCRIPT (a Redis restart, a
+failover).
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import contract, scripts
+from .channel import ScriptChannel
 from .connections import ArqRedis
 from .constants import abort_entry_max_age_ms, abort_jobs_ss, in_progress_key_prefix, job_key_prefix
 from .contract import ClaimReply, Settlement, SettleReply
@@ -25,11 +29,23 @@ class WorkerScripts:
         self._settle_and_claim = pool.register_script(scripts.SETTLE_AND_CLAIM)
         self._refresh = pool.register_script(scripts.REFRESH_LEASES)
         self._poll_aborts = pool.register_script(scripts.POLL_ABORTS)
+        self._channel = ScriptChannel.for_pool(pool)
+
+    def disconnect(self) -> None:
+        """Close the claim and settle connection (the pool's are the pool owner's); the next call opens it again."""
+        if self._channel is not None:
+            self._channel.disconnect()
+
+    async def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """A claim or settle script, through the worker's own connection when it has one."""
+        if self._channel is None:
+            return await script(keys=keys, args=args)
+        return await self._channel.evalsha(script.sha, script.script, keys, args)
 
     async def claim(self, token: str, *, want: int, read_limit: int, check_abort: bool, recover: bool) -> ClaimReply:
         """Lease up to `want` due jobs under `token`; `recover`: this token's reply was lost, return its jobs."""
         keys, args = self._claim_args(token, want, read_limit, check_abort, recover)
-        return contract.parse_claim(await self._claim(keys=keys, args=args), token)
+        return contract.parse_claim(await self._run(self._claim, keys, args), token)
 
     def _claim_args(
         self, token: str, want: int, read_limit: int, check_abort: bool, recover: bool
@@ -47,11 +63,11 @@ class WorkerScripts:
         settle = contract.settle_args(self.queue_name, batch, now_ms=timestamp_ms(), recent_cap=recent_cap)
         claim = self._claim_args(token, want, read_limit, check_abort, False)
         keys, args = contract.settle_and_claim_args(settle, claim)
-        return contract.parse_settle_and_claim(await self._settle_and_claim(keys=keys, args=args), token)
+        return contract.parse_settle_and_claim(await self._run(self._settle_and_claim, keys, args), token)
 
     async def settle(self, batch: Sequence[Settlement], *, recent_cap: int) -> SettleReply:
         keys, args = contract.settle_args(self.queue_name, batch, now_ms=timestamp_ms(), recent_cap=recent_cap)
-        return contract.parse_settle(await self._settle(keys=keys, args=args))
+        return contract.parse_settle(await self._run(self._settle, keys, args))
 
     async def refresh(self, held: dict[str, str]) -> tuple[int, list[str]]:
         """Renew the leases `held` (job id -> token): (lapsed leases taken again, ids another worker holds now)."""
