@@ -116,8 +116,12 @@ class BlameRecorder:
         self._pending_bytes = 0
 
     def note_claims(self, job_ids: Iterable[str]) -> bool:
-        """Record claims not reported yet; False when they do not fit (then report them at once)."""
-        data = b''.join(job_id.encode(errors='surrogatepass') + b'\n' for job_id in job_ids)
+        """Record claims not reported yet; False when they do not fit, or when the running field could not name one
+        of them (`reported_late_ok`): then report them at once."""
+        encoded = [job_id.encode(errors='surrogatepass') for job_id in job_ids]
+        if max(map(len, encoded), default=0) > MAX_ID_BYTES:
+            return False
+        data = b''.join(raw + b'\n' for raw in encoded)
         end = self._pending_bytes + len(data)
         if end > PENDING_BYTES:
             return False
@@ -143,12 +147,11 @@ class BlameRecorder:
 
         return functools.update_wrapper(call, function)
 
-    def step_done(self, job_id: str, step_s: float) -> None:
-        # reading the peak (a getrusage system call) after every step cost more than the step of a short job; a step
-        # that grows memory enough to matter takes time to touch its pages, so short steps are sampled
-        self.steps += 1
-        if step_s < LONG_STEP_S and self.steps % SAMPLE_EVERY:
-            return
+    def sample_peak(self, job_id: str) -> None:
+        """Read the process's peak memory after a step of `job_id`: a growth since the last reading is its doing.
+        Called after every long step and every SAMPLE_EVERY-th step (by _Recorded): a getrusage system call after
+        every step cost more than the step of a short job, and a step that grows memory enough to matter takes time
+        to touch its pages."""
         peak = _peak_rss_kib()
         if peak <= self.peak_kib:
             return
@@ -171,14 +174,19 @@ class BlameRecorder:
 
 
 class _Recorded:
-    """Awaitable proxy of a job's coroutine: marks the region around each step it runs."""
+    """Awaitable proxy of a job's coroutine: marks the region around each step it runs.
+
+    This runs at every step of every job, so the common path is written out in `send` and `throw`: a step's end
+    touches the recorder's fields directly, and only a long step, every SAMPLE_EVERY-th one and a job's end call out.
+    """
 
     __slots__ = ('_coroutine', '_job_id', '_mark', '_marked', '_recorder')
 
     def __init__(self, coroutine: Coroutine[Any, Any, Any], job_id: str, recorder: BlameRecorder) -> None:
         self._coroutine = coroutine
         self._job_id = job_id
-        self._mark = _running_mark(job_id)
+        raw = job_id.encode(errors='surrogatepass')  # _running_mark's common case, written out: once per job
+        self._mark = _LENGTHS[len(raw)] + raw if len(raw) <= MAX_ID_BYTES else _running_mark(job_id)
         self._marked = slice(0, len(self._mark))  # the part of the running field it overwrites
         self._recorder = recorder
 
@@ -188,42 +196,49 @@ class _Recorded:
     def __iter__(self) -> _Recorded:
         return self
 
-    def __next__(self) -> Any:
-        return self.send(None)
-
-    def send(self, value: Any) -> Any:
-        # send and throw written out, not through one helper taking the coroutine's method: this runs once per step
-        # of every job
-        self._recorder.region[self._marked] = self._mark
+    def send(self, value: Any = None) -> Any:
+        recorder = self._recorder
+        recorder.region[self._marked] = self._mark
         started = perf_counter()
         try:
             result = self._coroutine.send(value)
         except BaseException:  # StopIteration (it returned) or an exception: the job is done
-            self._step_ended(started, finished=True)
+            self._job_ended(started)
             raise
-        self._step_ended(started, finished=False)
+        recorder.region[_RUNNING_LENGTH] = _EMPTY
+        recorder.steps += 1
+        if recorder.steps % SAMPLE_EVERY == 0 or perf_counter() - started >= LONG_STEP_S:
+            recorder.sample_peak(self._job_id)
         return result
 
+    __next__ = send  # a step resumed without a value (most of them): no extra call
+
     def throw(self, *exc: Any) -> Any:
-        self._recorder.region[self._marked] = self._mark
+        recorder = self._recorder
+        recorder.region[self._marked] = self._mark
         started = perf_counter()
         try:
             result = self._coroutine.throw(*exc)
         except BaseException:
-            self._step_ended(started, finished=True)
+            self._job_ended(started)
             raise
-        self._step_ended(started, finished=False)
+        recorder.region[_RUNNING_LENGTH] = _EMPTY
+        recorder.steps += 1
+        if recorder.steps % SAMPLE_EVERY == 0 or perf_counter() - started >= LONG_STEP_S:
+            recorder.sample_peak(self._job_id)
         return result
 
     def close(self) -> None:
         self._coroutine.close()
         self._recorder.job_done(self._job_id)
 
-    def _step_ended(self, started: float, *, finished: bool) -> None:
+    def _job_ended(self, started: float) -> None:
         recorder = self._recorder
         recorder.region[_RUNNING_LENGTH] = _EMPTY
-        recorder.step_done(self._job_id, perf_counter() - started)
-        if finished:
+        recorder.steps += 1
+        if recorder.steps % SAMPLE_EVERY == 0 or perf_counter() - started >= LONG_STEP_S:
+            recorder.sample_peak(self._job_id)
+        if self._job_id in recorder.growth_kib:  # it grew the peak: the top grower may change
             recorder.job_done(self._job_id)
 
 

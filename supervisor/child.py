@@ -27,7 +27,7 @@ import uvloop
 from arq.observer import WorkerObserver
 from arq.worker import Worker, func
 from arq_supervise import logs, protocol
-from arq_supervise.blame import BlameRecorder, reported_late_ok
+from arq_supervise.blame import BlameRecorder
 from arq_supervise.exits import ExitCode
 from arq_supervise.health import Counters
 from arq_supervise.holdings import HeldChanges
@@ -175,7 +175,7 @@ class ParentReporter(WorkerObserver):
         # releases them even if a job blocks the loop first, and names the one running if it kills us
         self._changes.claimed(job_ids)
         noted = self.recorder is not None and self.recorder.note_claims(job_ids)
-        self.link.send(now=not noted or not all(map(reported_late_ok, job_ids)))
+        self.link.send(now=not noted)
 
     def settled(self, job_ids: Sequence[str]) -> None:
         # the counters ride along so the parent can recycle after exactly max-jobs-per-child jobs; the rest of a

@@ -9,7 +9,9 @@ applies them in, also for a job settled and claimed back in the same window.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable
+from itertools import compress
 
 
 class HeldChanges:
@@ -17,19 +19,19 @@ class HeldChanges:
         self._last: dict[str, bool] = {}  # job id -> claimed (True) or settled (False), its last change
         self.settled_any = False  # a settle happened: the counters changed and go to the parent too
 
+    # per batch and per window, not per job: dict.fromkeys and compress loop in C
     def claimed(self, job_ids: Iterable[str]) -> None:
-        for job_id in job_ids:
-            self._last[job_id] = True
+        self._last.update(dict.fromkeys(job_ids, True))
 
     def settled(self, job_ids: Iterable[str]) -> None:
         self.settled_any = True
-        for job_id in job_ids:
-            self._last[job_id] = False
+        self._last.update(dict.fromkeys(job_ids, False))
 
     def take(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """(claimed, settled) ids since the last take: each job's last change."""
-        claimed = tuple(job_id for job_id, held in self._last.items() if held)
-        settled = tuple(job_id for job_id, held in self._last.items() if not held)
-        self._last.clear()
+        last = self._last
+        claimed = tuple(compress(last, last.values()))
+        settled = tuple(compress(last, map(operator.not_, last.values())))
+        last.clear()
         self.settled_any = False
         return claimed, settled

@@ -224,6 +224,7 @@ def test_pending_claims_fill_the_region_then_are_cleared_once_reported() -> None
     recorder.claims_reported()
     assert pending_claims(region) == []
     assert not recorder.note_claims(['x' * (PENDING_BYTES + 1)])  # does not fit: the claim is reported at once
+    assert not recorder.note_claims(['ok', 'é' * 121])  # the running field could not name the second: at once too
     assert pending_claims(region) == []
 
 
