@@ -173,8 +173,18 @@ class Supervisor:
         return pids
 
     def wait_log(self, text: str, timeout: float = 15) -> str:
-        wait_until(lambda: text in self.log(), timeout=timeout, message=f'{text!r} in the log\n{self.log()[-3000:]}')
+        try:
+            wait_until(lambda: text in self.log(), timeout=timeout, message=f'{text!r} in the log')
+        except AssertionError as e:
+            raise AssertionError(f'{e}\n{self.log_digest()}') from None
         return self.log()
+
+    def log_digest(self) -> str:
+        """The log as it is now, for a failure's message: the supervisor's own lines (the job lines drown them), then
+        the last lines of all."""
+        lines = self.log().splitlines()
+        own = [line for line in lines if ' arq.worker:' not in line]
+        return '\n'.join(['--- supervisor lines:', *own[-60:], '--- last lines:', *lines[-20:]])
 
     def events(self, what: str) -> list[tuple[str, int, int, float]]:
         """(name, pid, try, time) per `started` / `finished` record of the jobs."""

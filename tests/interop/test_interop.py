@@ -279,7 +279,9 @@ async def test_cron_on_both_workers_runs_once(
     redis_settings: RedisSettings,
     queue_name: str,
 ) -> None:
-    target = datetime.now(tz=UTC) + timedelta(seconds=4)
+    # both workers must be up before the cron's second comes: the published one's interpreter takes a few seconds
+    # to start on a loaded machine (CI missed 4 s once), and a worker up too late waits for the next minute
+    target = datetime.now(tz=UTC) + timedelta(seconds=8)
     ready_key = f'interop:published-ready:{queue_name}'
     proc = await published.start(
         'worker', {'burst': False, 'cron_second': target.second, 'health_check_key': ready_key, 'poll_delay': 0.1}
