@@ -123,6 +123,8 @@ class ScriptChannel:
         kwargs = connections.connection_kwargs
         if any(kwargs.get(name) for name in _UNSUPPORTED) or kwargs.get('protocol') not in (None, 2, '2'):
             return None
+        if kwargs.get('username') and kwargs.get('password') is None:  # how to AUTH then is redis-py's business
+            return None
         if str(kwargs.get('encoding', 'utf-8')).lower().replace('_', '-') not in ('utf-8', 'utf8'):
             return None
         address: tuple[Any, ...]
