@@ -29,7 +29,7 @@ from redis.asyncio.connection import Connection, UnixDomainSocketConnection
 from redis.exceptions import ConnectionError, InvalidResponse, NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .packing import unpacked_class
+from .packing import strict_utf8, unpacked_class
 
 __all__ = ('ScriptChannel',)
 
@@ -125,7 +125,7 @@ class ScriptChannel:
             return None
         if kwargs.get('username') and kwargs.get('password') is None:  # how to AUTH then is redis-py's business
             return None
-        if str(kwargs.get('encoding', 'utf-8')).lower().replace('_', '-') not in ('utf-8', 'utf8'):
+        if not strict_utf8(kwargs):  # hiredis packs str arguments as strict UTF-8
             return None
         address: tuple[Any, ...]
         connection_class = unpacked_class(connections.connection_class)

@@ -19,7 +19,7 @@ try:
 except ImportError:  # pragma: no cover - a redis-py without the sync serializer: keep its asyncio packer
     HIREDIS_AVAILABLE = False
 
-__all__ = ('use_hiredis_packing',)
+__all__ = ('strict_utf8', 'unpacked_class', 'use_hiredis_packing')
 
 _UTF8 = ('utf-8', 'utf8')
 
@@ -46,12 +46,16 @@ def _with_hiredis_packing(connection_class: type) -> type:
     return _CLASSES[connection_class]
 
 
+def strict_utf8(kwargs: dict[str, Any]) -> bool:
+    """Whether connections made with these redis-py options encode as hiredis's packer does (strict UTF-8)."""
+    encoding = str(kwargs.get('encoding', 'utf-8')).lower().replace('_', '-')
+    return encoding in _UTF8 and kwargs.get('encoding_errors', 'strict') == 'strict'
+
+
 def use_hiredis_packing(pool: ConnectionPool) -> None:
     """Make the connections `pool` opens from now on pack with hiredis (nothing changes without hiredis, or with an
     encoding other than strict UTF-8)."""
-    kwargs = pool.connection_kwargs
-    encoding = str(kwargs.get('encoding', 'utf-8')).lower().replace('_', '-')
-    if not HIREDIS_AVAILABLE or encoding not in _UTF8 or kwargs.get('encoding_errors', 'strict') != 'strict':
+    if not HIREDIS_AVAILABLE or not strict_utf8(pool.connection_kwargs):
         return
     if not issubclass(pool.connection_class, _HiredisPacking):
         pool.connection_class = _with_hiredis_packing(pool.connection_class)

@@ -176,8 +176,8 @@ class BlameRecorder:
 class _Recorded:
     """Awaitable proxy of a job's coroutine: marks the region around each step it runs.
 
-    This runs at every step of every job, so the common path is written out in `send` and `throw`: a step's end
-    touches the recorder's fields directly, and only a long step, every SAMPLE_EVERY-th one and a job's end call out.
+    `send` runs at every step of every job, so it has `_step_ended` written out: it touches the recorder's fields
+    directly, and only a long step, every SAMPLE_EVERY-th one and a job's end call out.
     """
 
     __slots__ = ('_coroutine', '_job_id', '_mark', '_marked', '_recorder')
@@ -185,8 +185,7 @@ class _Recorded:
     def __init__(self, coroutine: Coroutine[Any, Any, Any], job_id: str, recorder: BlameRecorder) -> None:
         self._coroutine = coroutine
         self._job_id = job_id
-        raw = job_id.encode(errors='surrogatepass')  # _running_mark's common case, written out: once per job
-        self._mark = _LENGTHS[len(raw)] + raw if len(raw) <= MAX_ID_BYTES else _running_mark(job_id)
+        self._mark = _running_mark(job_id)
         self._marked = slice(0, len(self._mark))  # the part of the running field it overwrites
         self._recorder = recorder
 
@@ -222,24 +221,24 @@ class _Recorded:
         except BaseException:
             self._job_ended(started)
             raise
-        recorder.region[_RUNNING_LENGTH] = _EMPTY
-        recorder.steps += 1
-        if recorder.steps % SAMPLE_EVERY == 0 or perf_counter() - started >= LONG_STEP_S:
-            recorder.sample_peak(self._job_id)
+        self._step_ended(started)
         return result
 
     def close(self) -> None:
         self._coroutine.close()
         self._recorder.job_done(self._job_id)
 
-    def _job_ended(self, started: float) -> None:
+    def _step_ended(self, started: float) -> None:
         recorder = self._recorder
         recorder.region[_RUNNING_LENGTH] = _EMPTY
         recorder.steps += 1
         if recorder.steps % SAMPLE_EVERY == 0 or perf_counter() - started >= LONG_STEP_S:
             recorder.sample_peak(self._job_id)
-        if self._job_id in recorder.growth_kib:  # it grew the peak: the top grower may change
-            recorder.job_done(self._job_id)
+
+    def _job_ended(self, started: float) -> None:
+        self._step_ended(started)
+        if self._job_id in self._recorder.growth_kib:  # it grew the peak: the top grower may change
+            self._recorder.job_done(self._job_id)
 
 
 def pending_claims(region: mmap.mmap) -> list[str]:
