@@ -98,7 +98,7 @@ def async_client(settings: RedisSettings, redis_class: type[AsyncClient], **over
 
         from .sentinel import FollowingSentinelPool
 
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
             sentinel_hosts(settings), sentinel_kwargs=sentinel_kwargs(settings, kwargs), **kwargs
         )
         client = sentinel.master_for(
@@ -124,10 +124,10 @@ def sync_client(settings: RedisSettings, **overrides: Any) -> redis.Redis:
 
     from .sentinel import SyncFollowingSentinelPool
 
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
         sentinel_hosts(settings), sentinel_kwargs=sentinel_kwargs(settings, kwargs), **kwargs
     )
-    client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+    client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call, unused-ignore]
         settings.sentinel_master, redis_class=redis.Redis, connection_pool_class=SyncFollowingSentinelPool
     )
     return client

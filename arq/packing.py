@@ -32,7 +32,7 @@ class _HiredisPacking:
 
 
 if HIREDIS_AVAILABLE:
-    _PACKER = HiredisRespSerializer()
+    _PACKER = HiredisRespSerializer()  # type: ignore[no-untyped-call, unused-ignore]
 
 
 #: one packing subclass per redis-py connection class

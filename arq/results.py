@@ -116,7 +116,7 @@ class ResultWatch:
         if still_unwatched:
             await pubsub.unsubscribe(*still_unwatched)
         if self._pubsub is not pubsub:  # closed meanwhile: redis-py may have reconnected it to unsubscribe
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
 
     async def _subscribe(self, channels: list[str]) -> None:
         if self._pubsub is None:
@@ -142,7 +142,7 @@ class ResultWatch:
         self._reader = None  # a waiter arriving while this one closes starts a reader of its own
         if pubsub is not None:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
 
     # --- reads ---
 

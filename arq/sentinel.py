@@ -190,21 +190,21 @@ class AsyncFollower:
                 self.state.lost(source)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
             await asyncio.sleep(RESUBSCRIBE_S)
 
 
 class _AsyncFencedConnection(redis.asyncio.sentinel.SentinelManagedConnection):
     def __init__(self, **kwargs: Any) -> None:
         self.follower: AsyncFollower = kwargs.pop('follower')
-        super().__init__(**kwargs)  # type: ignore[no-untyped-call]
+        super().__init__(**kwargs)  # type: ignore[no-untyped-call, unused-ignore]
 
     async def connect_to(self, address: Address) -> None:
         self.follower.ensure_started()
         reason = self.follower.state.refusal(address, monotonic())
         if reason is not None:
             raise ConnectionError(reason)
-        await super().connect_to(address)  # type: ignore[no-untyped-call]
+        await super().connect_to(address)  # type: ignore[no-untyped-call, unused-ignore]
 
 
 class _AsyncFencedSSLConnection(_AsyncFencedConnection, redis.asyncio.SSLConnection):
@@ -217,7 +217,7 @@ class FollowingSentinelPool(redis.asyncio.sentinel.SentinelConnectionPool):
     def __init__(self, service_name: str, sentinel_manager: Any, **kwargs: Any) -> None:
         ssl = kwargs.get('ssl', False)
         kwargs['connection_class'] = _AsyncFencedSSLConnection if ssl else _AsyncFencedConnection
-        super().__init__(service_name, sentinel_manager, **kwargs)  # type: ignore[no-untyped-call]
+        super().__init__(service_name, sentinel_manager, **kwargs)  # type: ignore[no-untyped-call, unused-ignore]
         self.follower = AsyncFollower(self)
         self.connection_kwargs['follower'] = self.follower
 
@@ -281,7 +281,7 @@ class SyncFollower:
             connection_pool=redis.ConnectionPool(connection_class=sentinel.connection_pool.connection_class, **options)
         )
         try:
-            sub.pubsub = client.pubsub()  # type: ignore[no-untyped-call]
+            sub.pubsub = client.pubsub()  # type: ignore[no-untyped-call, unused-ignore]
             sub.pubsub.psubscribe(*PATTERNS)
             failing = _failing_over(client.sentinel_master(self.pool.service_name))
         except (RedisError, OSError) as e:
@@ -308,13 +308,13 @@ class SyncFollower:
 class _SyncFencedConnection(redis.sentinel.SentinelManagedConnection):
     def __init__(self, **kwargs: Any) -> None:
         self.follower: SyncFollower = kwargs.pop('follower')
-        super().__init__(**kwargs)  # type: ignore[no-untyped-call]
+        super().__init__(**kwargs)  # type: ignore[no-untyped-call, unused-ignore]
 
     def connect_to(self, address: Address) -> None:
         reason = self.follower.state.refusal(address, monotonic())
         if reason is not None:
             raise ConnectionError(reason)
-        super().connect_to(address)  # type: ignore[no-untyped-call]
+        super().connect_to(address)  # type: ignore[no-untyped-call, unused-ignore]
 
 
 class _SyncFencedSSLConnection(_SyncFencedConnection, redis.SSLConnection):
@@ -327,7 +327,7 @@ class SyncFollowingSentinelPool(redis.sentinel.SentinelConnectionPool):
     def __init__(self, service_name: str, sentinel_manager: Any, **kwargs: Any) -> None:
         ssl = kwargs.get('ssl', False)
         kwargs['connection_class'] = _SyncFencedSSLConnection if ssl else _SyncFencedConnection
-        super().__init__(service_name, sentinel_manager, **kwargs)  # type: ignore[no-untyped-call]
+        super().__init__(service_name, sentinel_manager, **kwargs)  # type: ignore[no-untyped-call, unused-ignore]
         self.follower = SyncFollower(self)
         self.connection_kwargs['follower'] = self.follower
 
