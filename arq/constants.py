@@ -29,8 +29,9 @@ wake_list_prefix = 'arq:wake:'
 job_done_channel_prefix = 'arq:done:'
 # how many times a worker process died while holding this job (written by the supervisor)
 job_deaths_key_prefix = 'arq:deaths:'
-# one per worker (`arq:claim:<worker id>`): its last claim's token and ids, kept for one lease so a worker whose claim
-# reply was lost can take them back; deleted when the worker closes
+# one per claim lane of a worker (`arq:claim:<worker id>`, and `...:lane1` for its second lane, arq.claimer): the
+# lane's last claim's token and ids, kept for one lease so a worker whose claim reply was lost can take them back;
+# deleted when the worker closes
 claim_record_prefix = 'arq:claim:'
 # `arq:recent:<queue>:complete` and `...:failed`: sorted sets of recently finished job ids (score: finish time in ms),
 # capped and expiring; written only by workers given `recent_outcomes` (arq-supervise's children), read by the dashboard

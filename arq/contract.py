@@ -50,6 +50,11 @@ def parse_lease_token(token: str) -> tuple[str, int | None]:
         return token, None
 
 
+def claim_record_key(worker_id: str, lane: int = 0) -> str:
+    """Where a claim lane keeps its last claim's token and ids (lane 0 keeps the worker's original key)."""
+    return f'{claim_record_prefix}{worker_id}' + (f':lane{lane}' if lane else '')
+
+
 def worker_prefix(worker_id: str) -> str:
     """What every lease token of a worker starts with (how the supervisor recognises a dead child's leases)."""
     return worker_id + ':'
@@ -88,10 +93,11 @@ def claim_args(
     read_limit: int,
     check_abort: bool,
     recover: bool,
+    lane: int = 0,
 ) -> tuple[list[str], list[Any]]:
     args = [
         now_ms, lease_ms, want, read_limit, retry_counter_ttl_s, int(check_abort), job_key_prefix,
-        in_progress_key_prefix, retry_key_prefix, abort_jobs_ss, claim_record_prefix + worker_id, token, int(recover),
+        in_progress_key_prefix, retry_key_prefix, abort_jobs_ss, claim_record_key(worker_id, lane), token, int(recover),
         wake_list_prefix + queue,
     ]  # fmt: skip
     return [queue], args

@@ -6,13 +6,13 @@ import asyncio
 import functools
 from collections.abc import Callable
 
+from .claimer import Claimer
 from .contract import Claim, ClaimReply, Settlement, SettleReply
 from .leases import LeaseKeeper
 from .observer import WorkerObserver
 from .pacing import Pacer
 from .runner import JobCounters, JobRunner
 from .running import RunningJob, RunningJobs
-from .worker_scripts import Claimer
 
 
 class Intake:
@@ -50,6 +50,9 @@ class Intake:
         if reply is not None:
             self._accept(reply)
             self.pacer.claimed(reply.queued, bool(reply.jobs))
+            capped = free_slots > self.claimer.claim_size and len(reply.jobs) >= self.claimer.claim_size
+            if capped or self.claimer.lost:  # the queue may hold more, or another lane's jobs wait to be recovered
+                self.pacer.wake()
         return reply
 
     async def settle_and_claim(

@@ -18,8 +18,9 @@ from typing import Any, TypeVar
 
 from .aborts import RECANCEL_AFTER_S, AbortWatcher
 from .background import BackgroundTasks
+from .claimer import Claimer
 from .connections import ArqRedis, RedisSettings, create_pool, log_redis_info
-from .constants import claim_record_prefix, default_lease_s, default_queue_name, expires_extra_ms
+from .constants import default_lease_s, default_queue_name, expires_extra_ms
 from .constants import keep_cronjob_progress as keep_cronjob_progress  # arq's worker module had it; users import it
 from .contract import Settlement, SettleReply
 from .cron import CronJob
@@ -41,7 +42,7 @@ from .typing import SecondsTimedelta, StartupShutdown, WorkerCoroutine
 from .utils import reraise_if_cancelling, timestamp_ms
 from .wake import WakeListener
 from .worker_options import WorkerOptions, create_worker, get_kwargs, run_worker
-from .worker_scripts import Claimer, WorkerScripts
+from .worker_scripts import WorkerScripts
 
 __all__ = ['Function', 'func', 'Retry', 'RetryJob', 'JobExecutionFailed', 'FailedJobs', 'Worker', 'WorkerObserver',
            'get_kwargs', 'create_worker', 'run_worker', 'check_health', 'async_check_health']  # fmt: skip
@@ -227,8 +228,8 @@ class Worker(WorkerOptions):
         settings = JobSettings(**{name: getattr(self, name) for name in inspect.signature(JobSettings).parameters})
         runner = JobRunner(settings, self.pool, self._settler.settle, self.counters, self.observer,
                            lambda: self._stop.cancelling)  # fmt: skip
-        self._intake = Intake(Claimer(scripts), runner, self.running, self._leases, self.counters, self.observer,
-                              self._pacer, self._turn_after_job)  # fmt: skip
+        self._intake = Intake(Claimer(scripts, self.max_jobs), runner, self.running, self._leases, self.counters,
+                              self.observer, self._pacer, self._turn_after_job)  # fmt: skip
 
     async def _poll_loop(self) -> None:
         backoff = LoopBackoff(self._outages, 'worker loop')
@@ -274,7 +275,7 @@ class Worker(WorkerOptions):
         """Jobs to claim now; `leaving`: running jobs about to leave (their settle is being written)."""
         if not self.allow_pick_jobs or not self._stop.running:
             return 0
-        slots = self.max_jobs - len(self.running) + leaving
+        slots = self.max_jobs - len(self.running) + leaving - (self._intake.claimer.reserved if self._intake else 0)
         if self.burst and self.max_burst_jobs >= 0:
             slots = min(slots, self.max_burst_jobs - self.jobs_started)
         if self.job_limit is not None:
@@ -370,8 +371,9 @@ class Worker(WorkerOptions):
         while self.running or self._settler.busy:  # a last settle may bring claimed jobs: they go back at once
             await self._wait_for_jobs()
             await self._settler.close()
-        with contextlib.suppress(*LoopBackoff.TRANSIENT):
-            await self._pool.delete(claim_record_prefix + self.worker_id)
+        if self._intake is not None:
+            with contextlib.suppress(*LoopBackoff.TRANSIENT):
+                await self._pool.delete(*self._intake.claimer.record_keys())
         if self.on_shutdown:
             try:
                 await self.on_shutdown(self.ctx)

@@ -42,26 +42,38 @@ class WorkerScripts:
             return await script(keys=keys, args=args)
         return await self._channel.evalsha(script.sha, script.script, keys, args)
 
-    async def claim(self, token: str, *, want: int, read_limit: int, check_abort: bool, recover: bool) -> ClaimReply:
-        """Lease up to `want` due jobs under `token`; `recover`: this token's reply was lost, return its jobs."""
-        keys, args = self._claim_args(token, want, read_limit, check_abort, recover)
+    async def claim(
+        self, token: str, *, want: int, read_limit: int, check_abort: bool, recover: bool, lane: int = 0
+    ) -> ClaimReply:
+        """Lease up to `want` due jobs under `token`; `recover`: this token's reply was lost, return its jobs (from
+        the record of claim lane `lane`)."""
+        keys, args = self._claim_args(token, want, read_limit, check_abort, recover, lane)
         return contract.parse_claim(await self._run(self._claim, keys, args), token)
 
     def _claim_args(
-        self, token: str, want: int, read_limit: int, check_abort: bool, recover: bool
+        self, token: str, want: int, read_limit: int, check_abort: bool, recover: bool, lane: int
     ) -> tuple[list[str], list[Any]]:
         return contract.claim_args(
             queue=self.queue_name, worker_id=self.worker_id, token=token, now_ms=timestamp_ms(),
             lease_ms=self.lease_ms, want=want, read_limit=read_limit, check_abort=check_abort, recover=recover,
+            lane=lane,
         )  # fmt: skip
 
     async def settle_and_claim(
-        self, batch: Sequence[Settlement], *, recent_cap: int, token: str, want: int, read_limit: int, check_abort: bool
+        self,
+        batch: Sequence[Settlement],
+        *,
+        recent_cap: int,
+        token: str,
+        want: int,
+        read_limit: int,
+        check_abort: bool,
+        lane: int = 0,
     ) -> tuple[SettleReply, ClaimReply | None]:
         """`settle(batch)`, then `claim(token, want=...)` for the slots it frees, in one round trip (None: Redis was
         full, nothing was claimed)."""
         settle = contract.settle_args(self.queue_name, batch, now_ms=timestamp_ms(), recent_cap=recent_cap)
-        claim = self._claim_args(token, want, read_limit, check_abort, False)
+        claim = self._claim_args(token, want, read_limit, check_abort, False, lane)
         keys, args = contract.settle_and_claim_args(settle, claim)
         return contract.parse_settle_and_claim(await self._run(self._settle_and_claim, keys, args), token)
 
@@ -78,64 +90,3 @@ class WorkerScripts:
         """The ids whose abort was requested (stale requests are pruned on the way)."""
         args: list[Any] = [timestamp_ms(), abort_entry_max_age_ms, job_key_prefix, in_progress_key_prefix]
         return [raw.decode() for raw in await self._poll_aborts(keys=[abort_jobs_ss], args=args)]
-
-
-class Claimer:
-    """
-    Claims under a fresh lease token each time. The token is kept until the reply arrives: a claim whose reply was
-    lost (a dropped connection, a timeout) is sent again with the same token and gets its jobs back (scripts.CLAIM).
-    """
-
-    def __init__(self, scripts: WorkerScripts) -> None:
-        self._scripts = scripts
-        self._claims = 0
-        self._token: str | None = None  # of the claim whose reply has not arrived: in flight, or lost
-        self._in_flight = False
-
-    @property
-    def pending(self) -> bool:
-        """A claim was sent and its reply has not arrived (yet, or ever: the next claim recovers its jobs)."""
-        return self._token is not None
-
-    @property
-    def can_refill(self) -> bool:
-        """No claim is in flight or waits to be recovered: a settle may claim in the same round trip."""
-        return self._token is None and not self._in_flight
-
-    async def claim(self, want: int, *, read_limit: int, check_abort: bool) -> ClaimReply | None:
-        """Lease up to `want` due jobs (and any a lost reply left leased to us); None when there is nothing to ask."""
-        recovering = self._token is not None
-        if self._in_flight or (want <= 0 and not recovering):
-            return None  # one claim at a time: two under one token would recover each other's jobs twice
-        token = self._token or self._new_token()
-        self._in_flight = True
-        try:
-            reply = await self._scripts.claim(
-                token, want=max(want, 0), read_limit=read_limit, check_abort=check_abort, recover=recovering
-            )
-        finally:
-            self._in_flight = False
-        self._token = None
-        return reply
-
-    async def settle_and_claim(
-        self, batch: Sequence[Settlement], want: int, *, recent_cap: int, read_limit: int, check_abort: bool
-    ) -> tuple[SettleReply, ClaimReply | None]:
-        """Settle `batch` and claim up to `want` jobs in the same round trip; only when no claim is pending (a lost
-        reply leaves the token pending, and the next `claim()` recovers its jobs)."""
-        assert self.can_refill, 'a pending claim must be recovered by claim() first'
-        token = self._new_token()
-        self._in_flight = True
-        try:
-            settled, claimed = await self._scripts.settle_and_claim(
-                batch, recent_cap=recent_cap, token=token, want=want, read_limit=read_limit, check_abort=check_abort
-            )
-        finally:
-            self._in_flight = False
-        self._token = None
-        return settled, claimed
-
-    def _new_token(self) -> str:
-        self._claims += 1
-        self._token = contract.lease_token(self._scripts.worker_id, self._claims)
-        return self._token

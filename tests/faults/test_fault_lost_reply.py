@@ -249,3 +249,38 @@ async def test_settle_and_claim_whose_reply_is_lost_runs_the_claimed_job_soon_at
         assert took_s < LEASE_S / 2, f'the second job waited {took_s:.1f}s: its lease, held by no one'
     finally:
         await _tear_down(task, worker, pool, proxy, direct)
+
+
+async def test_both_claim_lanes_lost_at_once_run_their_jobs_soon_at_try_1(
+    redis_server: RedisServer, redis_db: int
+) -> None:
+    """Four slots claim in two lanes of two, each under its own token and claim record. The proxy loses the reply of
+    one settle-and-claim and cuts the connection, so the other lane's call in flight fails too: each lane recovers
+    its own jobs, and every job runs once, at try 1, within half a lease."""
+    direct = redis.Redis(port=redis_server.port, db=redis_db)
+    for loaded in (SETTLE, CLAIM, SETTLE_AND_CLAIM):
+        direct.script_load(loaded)
+    queue = f'test:lost-lanes:{time.monotonic_ns()}'
+    sha = hashlib.sha1(SETTLE_AND_CLAIM.encode()).hexdigest().encode()
+    proxy = await ReplyDroppingProxy(redis_server.port, sha).start()
+    pool = await create_pool(RedisSettings(port=redis_server.port, database=redis_db), default_queue_name=queue)
+    worker = Worker(
+        [job], redis_settings=RedisSettings(host='127.0.0.1', port=proxy.port, database=redis_db), queue_name=queue,
+        poll_delay=0.2, lease_s=LEASE_S, handle_signals=False, max_jobs=4,
+    )  # fmt: skip
+    task = None
+    try:
+        jobs = [await pool.enqueue_job('job') for _ in range(40)]
+        proxy.armed = True
+        started = time.monotonic()
+        task = asyncio.create_task(worker.async_run())
+        tries = [await j.result(timeout=LEASE_S * 3) for j in jobs if j is not None]
+        took_s = time.monotonic() - started
+        report('lost_lane_replies', lease_s=LEASE_S, replies_dropped=proxy.dropped, ran_after_s=round(took_s, 2),
+               tries_above_1=sum(1 for t in tries if t != 1))  # fmt: skip
+        assert proxy.dropped == 1
+        assert len(tries) == 40 and set(tries) == {1}, 'a lost claim used up a try'
+        assert took_s < LEASE_S / 2, f'the jobs took {took_s:.1f}s: a lost lane waited for its leases to lapse'
+        assert worker.jobs_complete == 40
+    finally:
+        await _tear_down(task, worker, pool, proxy, direct)
