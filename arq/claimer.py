@@ -62,6 +62,11 @@ class Claimer:
         return any(lane.token is not None for lane in self._lanes)
 
     @property
+    def asking(self) -> int:
+        """How many jobs the pending claims may start between them."""
+        return sum(lane.asking for lane in self._lanes)
+
+    @property
     def reserved(self) -> int:
         """The slots that pending claims may fill, less those of the running jobs whose settle claims for them (they
         leave when its reply comes): not free for another claim. Negative when a settle frees more than it asks."""

@@ -275,11 +275,13 @@ class Worker(WorkerOptions):
         """Jobs to claim now; `leaving`: running jobs about to leave (their settle is being written)."""
         if not self.allow_pick_jobs or not self._stop.running:
             return 0
-        slots = self.max_jobs - len(self.running) + leaving - (self._intake.claimer.reserved if self._intake else 0)
+        claimer = self._intake.claimer if self._intake else None
+        slots = self.max_jobs - len(self.running) + leaving - (claimer.reserved if claimer else 0)
+        started = self.jobs_started + (claimer.asking if claimer else 0)  # a pending claim may start that many
         if self.burst and self.max_burst_jobs >= 0:
-            slots = min(slots, self.max_burst_jobs - self.jobs_started)
+            slots = min(slots, self.max_burst_jobs - started)
         if self.job_limit is not None:
-            slots = min(slots, self.job_limit - self.jobs_started)
+            slots = min(slots, self.job_limit - started)
         return max(slots, 0)
 
     def _turn_after_job(self) -> bool:  # a free slot (a busy worker's settles claim for theirs) or no job left

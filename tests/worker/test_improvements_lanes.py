@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -16,10 +17,18 @@ import redis
 
 from arq.claimer import MIN_SPLIT_SLOTS
 from arq.connections import ArqRedis
+from tests.support.waiting import async_wait_until
 from tests.worker.helpers import WorkerFactory
 
 RUNNING: set[str] = set()
 MOST_AT_ONCE: list[int] = [0]
+
+
+def probe(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+    async def probed() -> bool:
+        return check()
+
+    return probed
 
 
 async def tracked(ctx: dict[str, Any], work_s: float) -> int:
@@ -78,3 +87,37 @@ async def test_two_lanes_each_keep_a_claim_record_until_the_worker_closes(
     assert all(sync_redis.exists(k) for k in keys), 'each lane claimed under its own record'
     await w.close()
     assert not any(sync_redis.exists(k) for k in keys)
+
+
+async def test_the_lanes_together_start_no_more_jobs_than_max_burst_jobs(
+    arq_redis: ArqRedis, sync_redis: redis.Redis, worker: WorkerFactory, queue_name: str
+) -> None:
+    """max_burst_jobs counts the jobs the other lane's claim in flight may start: two claims of half the slots each
+    cannot overshoot it together."""
+    for _ in range(200):
+        await arq_redis.enqueue_job('tracked', 0)
+    for _ in range(4):
+        w = worker(functions=[tracked], max_jobs=10, max_burst_jobs=23)
+        await w.main()
+        assert w.jobs_started == 23
+    assert sync_redis.zcard(queue_name) == 200 - 4 * 23
+
+
+async def test_the_lanes_together_start_no_more_jobs_than_a_supervisors_job_limit(
+    arq_redis: ArqRedis, sync_redis: redis.Redis, worker: WorkerFactory, queue_name: str
+) -> None:
+    """The same for job_limit (a supervisor's --max-jobs-per-child): the worker claims no more once it is reached."""
+    for _ in range(100):
+        await arq_redis.enqueue_job('tracked', 0)
+    w = worker(functions=[tracked], max_jobs=10, burst=False, poll_delay=0.01)
+    w.job_limit = 23
+    task = asyncio.create_task(w.main())
+    try:
+        await async_wait_until(probe(lambda: w.jobs_complete == 23), timeout=20, message='23 jobs done')
+        assert w.jobs_started == 23 and sync_redis.zcard(queue_name) == 100 - 23
+        w.stop_now()
+        await asyncio.wait_for(task, 10)
+    finally:
+        task.cancel()
+        await w.close()
+    assert w.jobs_started == 23
