@@ -266,6 +266,12 @@ class NetBed:
     def link_up(self, host: Host) -> None:
         ip('link', 'set', HOST_LINK, 'up', netns=host.netns)
 
+    def prepare_drop(self) -> None:
+        """Find (or install) iptables now: on a fresh machine that takes seconds, which must not fall inside a fault's
+        timing (CI saw a cut take 5.2 s of a 6 s lease)."""
+        if not self.iptables:
+            self.iptables = iptables_command()
+
     def drop(self, host: Host) -> None:
         """Silent drops: whatever arrives over the host's link is dropped at both ends; nobody sees an error."""
         self._rules('-A', host)
@@ -276,8 +282,7 @@ class NetBed:
         self._dropped.discard(host.name)
 
     def _rules(self, action: str, host: Host) -> None:
-        if not self.iptables:
-            self.iptables = iptables_command()
+        self.prepare_drop()
         in_netns(host.netns, *self.iptables, action, 'INPUT', '-i', HOST_LINK, '-j', 'DROP')
         in_netns(self.redis_netns, *self.iptables, action, 'INPUT', '-i', host.name, '-j', 'DROP')
 

@@ -258,6 +258,8 @@ def test_partitioned_host_jobs_run_elsewhere_within_the_lease_and_its_late_settl
     is lost and no result comes from an older run than the newest."""
     # a partitioned worker cannot tell a partition from a Redis down for everyone: only this flag makes it stop jobs
     # whose lease it could not renew, so that none runs on two hosts at once (arq/leases.py)
+    if mode == 'drop':
+        bed.prepare_drop()  # before the fault's clock starts
     cluster = start_cluster(bed, fleets, extra=('--stop-unleased-jobs',))
     lease_s = cluster.lease_s
     queue = cluster.fleets['h1'].queue
