@@ -389,6 +389,8 @@ class LedgerReport:
     rerun_delays_s: list[float]
     #: ids whose first run was not at try 1: a claim of theirs took a try (and a lease) but never ran them
     first_run_late_try: list[str]
+    #: the runs of the first unexplained duplicates (which process, which try, when): what a failure message shows
+    duplicate_runs: dict[str, list[Run]] = field(default_factory=dict)
 
     def figures(self) -> dict[str, Any]:
         delays = sorted(self.rerun_delays_s)
@@ -413,7 +415,7 @@ class LedgerReport:
         assert not self.lost, f'{len(self.lost)} jobs lost (no result, not queued): {self.lost[:10]}'
         assert not self.unexplained_duplicates, (
             f'{len(self.unexplained_duplicates)} jobs ran more often than the faults explain: '
-            f'{self.unexplained_duplicates[:10]}'
+            f'{self.unexplained_duplicates[:10]}; their runs (pid, try, time): {self.duplicate_runs}'
         )
         assert not self.leaked_in_progress, f'in-progress keys left behind: {self.leaked_in_progress[:10]}'
         allowed = tuple(allowed_failures)
@@ -531,6 +533,7 @@ class Ledger:
             enqueued=len(ids), succeeded=succeeded, failed=failed, queued=len(queued), lost=lost,
             runs=sum(len(r) for r in all_runs.values()), duplicated=duplicated, unexplained_duplicates=unexplained,
             leaked_in_progress=leaked, rerun_delays_s=delays, first_run_late_try=late_try,
+            duplicate_runs={job_id: all_runs[job_id] for job_id in unexplained[:5]},
         )  # fmt: skip
 
 
