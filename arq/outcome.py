@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .contract import FAILURE, REQUEUE, REQUEUE_GIVE_BACK, SUCCESS, Claim, Settlement
 from .errors import Retry, RetryJob
 from .jobs import serialize_result
+from .logs import log_job_line
 from .observer import ABORTED, COMPLETE, FAILED, RETRIED
 from .utils import timestamp_ms, truncate
 
@@ -81,7 +82,7 @@ def classify(
     if outcome is None:
         if logger.isEnabledFor(logging.INFO):
             result_str = '' if result is None or not why.log_results else truncate(_safe_repr(result))
-            logger.info('%6.2fs ← %s ● %s', t, ref, result_str, extra=job_extra(job_id))
+            log_job_line(logger, '%6.2fs ← %s ● %s', t, ref, result_str, job_id=job_id)
         return Verdict(Settlement(job_id, SUCCESS, claim.token, score=claim.score), COMPLETE)
     if why.retry_jobs and isinstance(outcome, Retry):
         defer_s = (outcome.defer_score or 0) / 1000

@@ -18,6 +18,7 @@ from .deadlines import Deadlines
 from .errors import JobExecutionFailed
 from .functions import keep_result_ms
 from .jobs import SerializationError, describe_with_cause, deserialize_job_for_worker
+from .logs import log_job_line
 from .observer import ABORTED, COMPLETE, FAILED, RETRIED, WorkerObserver
 from .outcome import Circumstances, JobPayload, Verdict, classify, job_extra, result_payload
 from .utils import args_to_string, ms_to_datetime, timestamp_ms
@@ -289,4 +290,4 @@ def _log_start(job: RunningJob, payload: JobPayload, start_ms: int) -> None:
         extra += f' delayed={(start_ms - claim.score) / 1000:0.2f}s'
     delay_s = (start_ms - payload.enqueue_time_ms) / 1000
     args = args_to_string(payload.args, payload.kwargs)
-    logger.info('%6.2fs → %s(%s)%s', delay_s, payload.ref, args, extra, extra=job_extra(claim.job_id))
+    log_job_line(logger, '%6.2fs → %s(%s)%s', delay_s, payload.ref, args, extra, job_id=claim.job_id)
