@@ -217,11 +217,11 @@ async def test_requeue_whose_reply_is_lost_never_runs_the_job_twice_at_once(
         direct.close()
 
 
-async def test_settle_and_claim_whose_reply_is_lost_runs_the_claimed_job_soon_at_try_1(
-    redis_server: RedisServer, redis_db: int
-) -> None:
-    """One slot: job a's settle also claims job b; the reply is lost. a's settle is sent again (alone), and the next
-    claim recovers b under the lost reply's token: b runs within half a lease, at try 1."""
+async def _settle_and_claim_bed(
+    redis_server: RedisServer, redis_db: int, *, max_jobs: int
+) -> tuple[redis.Redis, ReplyDroppingProxy, Any, Worker]:
+    """A worker talking through a proxy armed for SETTLE_AND_CLAIM (its scripts loaded already), and a direct pool and
+    client for the test."""
     direct = redis.Redis(port=redis_server.port, db=redis_db)
     for loaded in (SETTLE, CLAIM, SETTLE_AND_CLAIM):
         direct.script_load(loaded)
@@ -231,8 +231,17 @@ async def test_settle_and_claim_whose_reply_is_lost_runs_the_claimed_job_soon_at
     pool = await create_pool(RedisSettings(port=redis_server.port, database=redis_db), default_queue_name=queue)
     worker = Worker(
         [job], redis_settings=RedisSettings(host='127.0.0.1', port=proxy.port, database=redis_db), queue_name=queue,
-        poll_delay=0.2, lease_s=LEASE_S, handle_signals=False, max_jobs=1,
+        poll_delay=0.2, lease_s=LEASE_S, handle_signals=False, max_jobs=max_jobs,
     )  # fmt: skip
+    return direct, proxy, pool, worker
+
+
+async def test_settle_and_claim_whose_reply_is_lost_runs_the_claimed_job_soon_at_try_1(
+    redis_server: RedisServer, redis_db: int
+) -> None:
+    """One slot: job a's settle also claims job b; the reply is lost. a's settle is sent again (alone), and the next
+    claim recovers b under the lost reply's token: b runs within half a lease, at try 1."""
+    direct, proxy, pool, worker = await _settle_and_claim_bed(redis_server, redis_db, max_jobs=1)
     task = None
     try:
         first, second = await pool.enqueue_job('job'), await pool.enqueue_job('job')
@@ -257,17 +266,7 @@ async def test_both_claim_lanes_lost_at_once_run_their_jobs_soon_at_try_1(
     """Four slots claim in two lanes of two, each under its own token and claim record. The proxy loses the reply of
     one settle-and-claim and cuts the connection, so the other lane's call in flight fails too: each lane recovers
     its own jobs, and every job runs once, at try 1, within half a lease."""
-    direct = redis.Redis(port=redis_server.port, db=redis_db)
-    for loaded in (SETTLE, CLAIM, SETTLE_AND_CLAIM):
-        direct.script_load(loaded)
-    queue = f'test:lost-lanes:{time.monotonic_ns()}'
-    sha = hashlib.sha1(SETTLE_AND_CLAIM.encode()).hexdigest().encode()
-    proxy = await ReplyDroppingProxy(redis_server.port, sha).start()
-    pool = await create_pool(RedisSettings(port=redis_server.port, database=redis_db), default_queue_name=queue)
-    worker = Worker(
-        [job], redis_settings=RedisSettings(host='127.0.0.1', port=proxy.port, database=redis_db), queue_name=queue,
-        poll_delay=0.2, lease_s=LEASE_S, handle_signals=False, max_jobs=4,
-    )  # fmt: skip
+    direct, proxy, pool, worker = await _settle_and_claim_bed(redis_server, redis_db, max_jobs=4)
     task = None
     try:
         jobs = [await pool.enqueue_job('job') for _ in range(40)]
