@@ -7,7 +7,7 @@ import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,3 +94,13 @@ async def wait_for_key(redis: Any, key: str, timeout: float = 10) -> None:
     from tests.support.waiting import async_wait_until
 
     await async_wait_until(lambda: redis.exists(key), timeout=timeout, message=f'key {key} to exist')
+
+
+async def wait_for(check: Callable[[], bool], *, timeout: float, message: str) -> None:
+    """Wait until the synchronous `check()` holds (polled on the running loop), or fail after `timeout` seconds."""
+    from tests.support.waiting import async_wait_until
+
+    async def probe() -> bool:
+        return check()
+
+    await async_wait_until(probe, timeout=timeout, message=message)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -17,18 +16,10 @@ import redis
 
 from arq.claimer import MIN_SPLIT_SLOTS
 from arq.connections import ArqRedis
-from tests.support.waiting import async_wait_until
-from tests.worker.helpers import WorkerFactory
+from tests.worker.helpers import WorkerFactory, wait_for
 
 RUNNING: set[str] = set()
 MOST_AT_ONCE: list[int] = [0]
-
-
-def probe(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
-    async def probed() -> bool:
-        return check()
-
-    return probed
 
 
 async def tracked(ctx: dict[str, Any], work_s: float) -> int:
@@ -113,7 +104,7 @@ async def test_the_lanes_together_start_no_more_jobs_than_a_supervisors_job_limi
     w.job_limit = 23
     task = asyncio.create_task(w.main())
     try:
-        await async_wait_until(probe(lambda: w.jobs_complete == 23), timeout=20, message='23 jobs done')
+        await wait_for(lambda: w.jobs_complete == 23, timeout=20, message='23 jobs done')
         assert w.jobs_started == 23 and sync_redis.zcard(queue_name) == 100 - 23
         w.stop_now()
         await asyncio.wait_for(task, 10)

@@ -19,14 +19,7 @@ from arq.constants import recent_outcomes_ttl_ms
 from arq.jobs import JobStatus
 from arq.worker import FailedJobs
 from tests.support.waiting import async_wait_until
-from tests.worker.helpers import WorkerFactory, wait_for_key
-
-
-async def wait_for(check: Callable[[], bool], *, timeout: float, message: str) -> None:
-    async def probe() -> bool:
-        return check()
-
-    await async_wait_until(probe, timeout=timeout, message=message)
+from tests.worker.helpers import WorkerFactory, wait_for, wait_for_key
 
 
 async def add(ctx: dict[str, Any], a: int, b: int = 0) -> int:
